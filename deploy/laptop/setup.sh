@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Idempotent set-up for laptop mode and the tests, on Debian with Python 3.11 as root (or with sudo).
+# - Debian's prometheus (the tests and laptop mode scrape real Ray metrics with it)
+# - a virtual environment in .venv with rayops and the pinned dependencies (uv: seconds, not minutes)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "setup: installing Debian's prometheus" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends prometheus
+fi
+
+PY="${RAYOPS_PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+"$PY" -m uv --version >/dev/null 2>&1 || "$PY" -m pip install -q --disable-pip-version-check uv
+[ -x .venv/bin/python ] || "$PY" -m uv venv -q -p "$PY" .venv
+VIRTUAL_ENV=.venv "$PY" -m uv pip install -q -r deploy/laptop/requirements.lock
+VIRTUAL_ENV=.venv "$PY" -m uv pip install -q --no-deps -e .

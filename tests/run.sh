@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up (idempotent), lint, format check, type check, then pytest.
+# Extra arguments go to pytest, e.g. `bash tests/run.sh -k policy`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+bash deploy/laptop/setup.sh
+echo "setup took $(( $(date +%s) - start )) s" >&2
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+# pytest exits 5 when it collected no test: that is a failure here, as any non-zero code is.
+export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
+.venv/bin/python -m pytest --durations=25 "$@"

@@ -7,4 +7,9 @@ fails the run if anything the tests started is still alive afterwards.
 
 pytest_plugins = [
     "tests.harness.procguard",
+    "tests.harness.ray",
+    "tests.harness.prometheus",
+    "tests.harness.synapse",
+    "tests.harness.kube",
+    "tests.harness.slack",
 ]

@@ -1,0 +1,1 @@
+"""Fixtures for synapse (filled in by the harness work of issue 2)."""

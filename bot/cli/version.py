@@ -15,7 +15,10 @@ def _version(dist: str) -> str:
 
 def versions() -> dict[str, str]:
     """Read from package metadata, so it works without importing Ray (slow, and absent on Kubernetes)."""
-    return {name: _version(dist) for name, dist in (("rayops", "rayops"), ("ray", "ray"), ("kubernetes", "kubernetes"))}
+    return {
+        name: _version(dist)
+        for name, dist in (("rayops", "rayops"), ("ray", "ray"), ("kubernetes", "kubernetes"))
+    }
 
 
 def run(_args: argparse.Namespace) -> int:

@@ -1,0 +1,349 @@
+"""Pydantic models of the policy documents (contracts.md section 2).
+
+Every model rejects unknown fields, so a typo (`maxReplica`) is an error with its path rather than a
+silently ignored setting. Field names are camelCase in YAML (HPA/KEDA names where they mean the same
+thing) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from controller.domain import SignalSpec, SignalType
+from controller.policy.durations import parse_duration
+
+API_VERSION = "rayops.io/v1alpha1"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, validate_default=True
+    )
+
+
+def _duration(v: str) -> str:
+    parse_duration(v)
+    return v
+
+
+Duration = Annotated[str, Field(description="e.g. 90s, 15m, 12h, 7d")]
+
+
+# --- ScalingPolicy -----------------------------------------------------------------------------
+
+
+class Selector(Strict):
+    """Which clusters a policy applies to. Globs (`ray-*`) on namespace and cluster name."""
+
+    namespaces: list[str] = Field(default_factory=lambda: ["*"])
+    clusters: list[str] = Field(default_factory=lambda: ["*"])
+    match_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Target(Strict):
+    """Exactly one of the HPA target kinds."""
+
+    average_utilization: float | None = Field(default=None, gt=0, le=100)
+    average_value: float | None = Field(default=None, gt=0)
+    value: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Target:
+        given = [n for n in ("average_utilization", "average_value", "value") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a target needs exactly one of averageUtilization, averageValue, value "
+                f"(got {len(given)}: {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+class PendingDemandSignal(Strict):
+    """Work Ray cannot place yet, per resource shape (from the Ray dashboard)."""
+
+    name: str
+    type: Literal["pendingDemand"]
+    resource: str = "CPU"
+    activation_threshold: float = Field(default=1, ge=0)
+
+    def spec(self) -> SignalSpec:
+        return SignalSpec(SignalType.PENDING_DEMAND, resource=self.resource)
+
+
+class UtilizationSignal(Strict):
+    """Physical or logical utilization of the group's workers, HPA-style ratio to a target."""
+
+    name: str
+    type: Literal["utilization"]
+    resource: str = "CPU"
+    target: Target
+    activation_threshold: float = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _utilization_target(self) -> UtilizationSignal:
+        if self.target.average_utilization is None:
+            raise ValueError("a utilization signal needs target.averageUtilization (percent, 1-100)")
+        return self
+
+    def spec(self) -> SignalSpec:
+        return SignalSpec(SignalType.UTILIZATION, resource=self.resource)
+
+
+class PromQLSignal(Strict):
+    """Any PromQL returning a vector with the mapping labels (contracts.md section 5)."""
+
+    name: str
+    type: Literal["promql"]
+    query: str = Field(min_length=1)
+    target: Target
+    activation_threshold: float = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _value_target(self) -> PromQLSignal:
+        if self.target.average_utilization is not None:
+            raise ValueError(
+                "a promql signal takes target.averageValue or target.value, not averageUtilization"
+            )
+        return self
+
+    def spec(self) -> SignalSpec:
+        return SignalSpec(SignalType.PROMQL, query=self.query)
+
+
+Signal = Annotated[PendingDemandSignal | UtilizationSignal | PromQLSignal, Field(discriminator="type")]
+
+
+class RatePolicy(Strict):
+    type: Literal["Pods", "Percent"]
+    value: int = Field(gt=0)
+    period_seconds: int = Field(ge=1, le=1800)
+
+
+class ScalingRules(Strict):
+    stabilization_window_seconds: int = Field(default=0, ge=0, le=3600)
+    select_policy: Literal["Max", "Min", "Disabled"] = "Max"
+    policies: list[RatePolicy] = Field(default_factory=list)
+    tolerance: float | None = Field(default=None, ge=0, lt=1)
+
+
+def _default_scale_up() -> ScalingRules:
+    return ScalingRules(
+        stabilization_window_seconds=0,
+        select_policy="Max",
+        policies=[
+            RatePolicy(type="Percent", value=100, period_seconds=15),
+            RatePolicy(type="Pods", value=4, period_seconds=15),
+        ],
+    )
+
+
+def _default_scale_down() -> ScalingRules:
+    return ScalingRules(
+        stabilization_window_seconds=300,
+        select_policy="Max",
+        policies=[RatePolicy(type="Percent", value=100, period_seconds=15)],
+    )
+
+
+class Behavior(Strict):
+    """HPA's `behavior`, with HPA's defaults when a direction is left out."""
+
+    scale_up: ScalingRules = Field(default_factory=_default_scale_up)
+    scale_down: ScalingRules = Field(default_factory=_default_scale_down)
+
+
+class Budget(Strict):
+    """Worker-hours and GPU-hours per rolling window. When used up, the group is capped at
+    `exhaustedMaxReplicas` (a hard cap: it overrides minReplicas) until usage falls out of the window."""
+
+    worker_hours: float | None = Field(default=None, gt=0)
+    gpu_hours: float | None = Field(default=None, gt=0)
+    window: str = "7d"
+    exhausted_max_replicas: int = Field(default=0, ge=0)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        if parse_duration(v) <= timedelta(0):
+            raise ValueError("window must be longer than 0")
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> Budget:
+        if self.worker_hours is None and self.gpu_hours is None:
+            raise ValueError("a budget needs workerHours, gpuHours or both")
+        return self
+
+
+class Schedule(Strict):
+    """A recurring window (cron start + duration, in an IANA timezone) that overrides bounds or budget."""
+
+    name: str
+    cron: str
+    duration: str
+    timezone: str = "UTC"
+    min_replicas: int | None = Field(default=None, ge=0)
+    max_replicas: int | None = Field(default=None, ge=0)
+    budget: Budget | None = None
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if parse_duration(v) <= timedelta(0):
+            raise ValueError("duration must be longer than 0")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown IANA timezone '{v}' (expected e.g. America/New_York, UTC)") from e
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        if len(v.split()) != 5:
+            raise ValueError(f"cron '{v}' must have 5 fields (minute hour day month weekday)")
+        try:
+            CronTrigger.from_crontab(v, timezone="UTC")
+        except ValueError as e:
+            raise ValueError(f"cron '{v}' is invalid: {e}") from e
+        return v
+
+    @model_validator(mode="after")
+    def _overrides_something(self) -> Schedule:
+        if self.min_replicas is None and self.max_replicas is None and self.budget is None:
+            raise ValueError("a schedule must override minReplicas, maxReplicas or budget")
+        if (
+            self.min_replicas is not None
+            and self.max_replicas is not None
+            and self.min_replicas > self.max_replicas
+        ):
+            raise ValueError(f"minReplicas {self.min_replicas} > maxReplicas {self.max_replicas}")
+        return self
+
+
+class OnMissingData(Strict):
+    action: Literal["hold", "fallback"] = "hold"
+    replicas: int | None = Field(default=None, ge=0)
+    after_failures: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _fallback_needs_replicas(self) -> OnMissingData:
+        if self.action == "fallback" and self.replicas is None:
+            raise ValueError("action fallback needs replicas (the count to run while data is missing)")
+        return self
+
+
+class ScalingPolicySpec(Strict):
+    selector: Selector = Field(default_factory=Selector)
+    worker_groups: list[str] = Field(default_factory=lambda: ["*"])
+    mode: Literal["owner", "bounds"] = "owner"
+    priority: int = 0
+    min_replicas: int = Field(default=0, ge=0)
+    max_replicas: int = Field(ge=0)
+    signals: list[Signal] = Field(default_factory=list)
+    combine: Literal["max"] = "max"
+    tolerance: float = Field(default=0.1, ge=0, lt=1)
+    behavior: Behavior = Field(default_factory=Behavior)
+    schedules: list[Schedule] = Field(default_factory=list)
+    budget: Budget | None = None
+    on_missing_data: OnMissingData = Field(default_factory=OnMissingData)
+    dry_run: bool = False
+    paused: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScalingPolicySpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas {self.min_replicas} > maxReplicas {self.max_replicas}")
+        names = [s.name for s in self.signals]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate signal names: {', '.join(dupes)}")
+        snames = [s.name for s in self.schedules]
+        sdupes = sorted({n for n in snames if snames.count(n) > 1})
+        if sdupes:
+            raise ValueError(f"duplicate schedule names: {', '.join(sdupes)}")
+        return self
+
+
+# --- ClusterProfile and AccessPolicy (fields grow with issues 5 and 7) ---------------------------
+
+
+class ClusterProfileSpec(Strict):
+    scaling_policy: str | None = None
+
+
+class AccessRule(Strict):
+    profiles: list[str] = Field(default_factory=list)
+
+
+class AccessPolicySpec(Strict):
+    rules: list[AccessRule] = Field(default_factory=list)
+
+
+# --- Envelope ------------------------------------------------------------------------------------
+
+
+class Metadata(Strict):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _dns(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError(
+                f"'{v}' is not a valid name (lowercase letters, digits and '-', at most 63, "
+                "starting and ending with a letter or digit)"
+            )
+        return v
+
+
+class _Doc(Strict):
+    api_version: Literal["rayops.io/v1alpha1"]
+    metadata: Metadata
+
+
+class ScalingPolicy(_Doc):
+    kind: Literal["ScalingPolicy"]
+    spec: ScalingPolicySpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+class ClusterProfile(_Doc):
+    kind: Literal["ClusterProfile"]
+    spec: ClusterProfileSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+class AccessPolicy(_Doc):
+    kind: Literal["AccessPolicy"]
+    spec: AccessPolicySpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+Document = Annotated[ScalingPolicy | ClusterProfile | AccessPolicy, Field(discriminator="kind")]
+KINDS = ("ScalingPolicy", "ClusterProfile", "AccessPolicy")

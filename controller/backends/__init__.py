@@ -1,0 +1,1 @@
+"""Cluster backends: where decisions become real workers (KubeRay on Kubernetes, or local Ray)."""

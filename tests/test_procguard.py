@@ -10,9 +10,7 @@ from tests.harness.procguard import processes_with_marker
 
 
 def test_guard_finds_detached_child(session_marker: str) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:

@@ -22,6 +22,49 @@ API_VERSION = "rayops.io/v1alpha1"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
+class PolicyValueError(ValueError):
+    """A rule a document breaks, in the parts every front end prints: `what (got X; expected Y)`.
+
+    `field` (camelCase path elements below the validated model) lets a model-level rule point at the
+    field to fix, e.g. `minReplicas` rather than the whole `spec`; the loader appends it to the
+    error's location. The exception text is already the final message.
+    """
+
+    def __init__(self, what: str, got: str, expected: str, field: tuple[str | int, ...] = ()) -> None:
+        self.what, self.got, self.expected, self.field = what, got, expected, field
+        super().__init__(f"{what} (got {got}; expected {expected})")
+
+
+def _min_max(min_replicas: int | None, max_replicas: int | None) -> None:
+    if min_replicas is not None and max_replicas is not None and min_replicas > max_replicas:
+        raise PolicyValueError(
+            f"minReplicas {min_replicas} > maxReplicas {max_replicas}",
+            str(min_replicas),
+            f"at most maxReplicas {max_replicas}",
+            ("minReplicas",),
+        )
+
+
+def _positive_duration(v: str) -> str:
+    expected = "a duration longer than 0, e.g. 90s, 15m, 12h, 7d, 1h30m"
+    try:
+        d = parse_duration(v)
+    except ValueError:
+        raise PolicyValueError("not a duration", repr(v), expected) from None
+    if d <= timedelta(0):
+        raise PolicyValueError("must be longer than 0", repr(v), expected)
+    return v
+
+
+def _first_duplicate(names: list[str]) -> int | None:
+    seen: set[str] = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            return i
+        seen.add(n)
+    return None
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, validate_default=True
@@ -58,9 +101,10 @@ class Target(Strict):
     def _exactly_one(self) -> Target:
         given = [n for n in ("average_utilization", "average_value", "value") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError(
-                "a target needs exactly one of averageUtilization, averageValue, value "
-                f"(got {len(given)}: {', '.join(given) or 'none'})"
+            raise PolicyValueError(
+                "a target needs exactly one kind",
+                " and ".join(to_camel(n) for n in given) or "none",
+                "one of averageUtilization, averageValue, value",
             )
         return self
 
@@ -89,7 +133,12 @@ class UtilizationSignal(Strict):
     @model_validator(mode="after")
     def _utilization_target(self) -> UtilizationSignal:
         if self.target.average_utilization is None:
-            raise ValueError("a utilization signal needs target.averageUtilization (percent, 1-100)")
+            raise PolicyValueError(
+                "a utilization signal needs target.averageUtilization",
+                "averageValue" if self.target.average_value is not None else "value",
+                "averageUtilization (percent, 1-100)",
+                ("target",),
+            )
         return self
 
     def spec(self) -> SignalSpec:
@@ -108,8 +157,11 @@ class PromQLSignal(Strict):
     @model_validator(mode="after")
     def _value_target(self) -> PromQLSignal:
         if self.target.average_utilization is not None:
-            raise ValueError(
-                "a promql signal takes target.averageValue or target.value, not averageUtilization"
+            raise PolicyValueError(
+                "a promql signal takes target.averageValue or target.value",
+                "averageUtilization",
+                "averageValue or value",
+                ("target",),
             )
         return self
 
@@ -171,14 +223,12 @@ class Budget(Strict):
     @field_validator("window")
     @classmethod
     def _window(cls, v: str) -> str:
-        if parse_duration(v) <= timedelta(0):
-            raise ValueError("window must be longer than 0")
-        return v
+        return _positive_duration(v)
 
     @model_validator(mode="after")
     def _something(self) -> Budget:
         if self.worker_hours is None and self.gpu_hours is None:
-            raise ValueError("a budget needs workerHours, gpuHours or both")
+            raise PolicyValueError("a budget needs a limit", "neither", "workerHours, gpuHours or both")
         return self
 
 
@@ -196,9 +246,7 @@ class Schedule(Strict):
     @field_validator("duration")
     @classmethod
     def _duration(cls, v: str) -> str:
-        if parse_duration(v) <= timedelta(0):
-            raise ValueError("duration must be longer than 0")
-        return v
+        return _positive_duration(v)
 
     @field_validator("timezone")
     @classmethod
@@ -206,7 +254,9 @@ class Schedule(Strict):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError) as e:
-            raise ValueError(f"unknown IANA timezone '{v}' (expected e.g. America/New_York, UTC)") from e
+            raise PolicyValueError(
+                "unknown IANA timezone", repr(v), "a name like America/New_York, Europe/Paris or UTC"
+            ) from e
         return v
 
     @field_validator("cron")
@@ -215,23 +265,22 @@ class Schedule(Strict):
         from apscheduler.triggers.cron import CronTrigger
 
         if len(v.split()) != 5:
-            raise ValueError(f"cron '{v}' must have 5 fields (minute hour day month weekday)")
+            raise PolicyValueError(
+                f"cron needs 5 fields, has {len(v.split())}", repr(v), "minute hour day month weekday"
+            )
         try:
             CronTrigger.from_crontab(v, timezone="UTC")
         except ValueError as e:
-            raise ValueError(f"cron '{v}' is invalid: {e}") from e
+            raise PolicyValueError(f"invalid cron: {e}", repr(v), "minute hour day month weekday") from e
         return v
 
     @model_validator(mode="after")
     def _overrides_something(self) -> Schedule:
         if self.min_replicas is None and self.max_replicas is None and self.budget is None:
-            raise ValueError("a schedule must override minReplicas, maxReplicas or budget")
-        if (
-            self.min_replicas is not None
-            and self.max_replicas is not None
-            and self.min_replicas > self.max_replicas
-        ):
-            raise ValueError(f"minReplicas {self.min_replicas} > maxReplicas {self.max_replicas}")
+            raise PolicyValueError(
+                "a schedule must override something", "no override", "minReplicas, maxReplicas or budget"
+            )
+        _min_max(self.min_replicas, self.max_replicas)
         return self
 
 
@@ -243,7 +292,9 @@ class OnMissingData(Strict):
     @model_validator(mode="after")
     def _fallback_needs_replicas(self) -> OnMissingData:
         if self.action == "fallback" and self.replicas is None:
-            raise ValueError("action fallback needs replicas (the count to run while data is missing)")
+            raise PolicyValueError(
+                "action fallback needs replicas", "nothing", "the count to run while data is missing"
+            )
         return self
 
 
@@ -266,16 +317,17 @@ class ScalingPolicySpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ScalingPolicySpec:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"minReplicas {self.min_replicas} > maxReplicas {self.max_replicas}")
-        names = [s.name for s in self.signals]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate signal names: {', '.join(dupes)}")
-        snames = [s.name for s in self.schedules]
-        sdupes = sorted({n for n in snames if snames.count(n) > 1})
-        if sdupes:
-            raise ValueError(f"duplicate schedule names: {', '.join(sdupes)}")
+        _min_max(self.min_replicas, self.max_replicas)
+        for what, items in (("signal", self.signals), ("schedule", self.schedules)):
+            names = [s.name for s in items]
+            i = _first_duplicate(names)
+            if i is not None:
+                raise PolicyValueError(
+                    f"duplicate {what} name",
+                    repr(names[i]),
+                    f"each {what} named once",
+                    (f"{what}s", i, "name"),
+                )
         return self
 
 
@@ -306,9 +358,10 @@ class Metadata(Strict):
     @classmethod
     def _dns(cls, v: str) -> str:
         if not DNS_LABEL.match(v):
-            raise ValueError(
-                f"'{v}' is not a valid name (lowercase letters, digits and '-', at most 63, "
-                "starting and ending with a letter or digit)"
+            raise PolicyValueError(
+                "not a valid name",
+                repr(v),
+                "lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit",
             )
         return v
 

@@ -334,8 +334,95 @@ class ScalingPolicySpec(Strict):
 # --- ClusterProfile and AccessPolicy (fields grow with issues 5 and 7) ---------------------------
 
 
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+
+
+def _quantity(v: str) -> str:
+    if not QUANTITY.match(v):
+        raise ValueError(f"'{v}' is not a Kubernetes quantity (expected e.g. 500m, 2, 4Gi)")
+    return v
+
+
+class NodeResources(Strict):
+    """Requests = limits for a Ray pod (Ray sizes itself from the limits)."""
+
+    cpu: str = "1"
+    memory: str = "4Gi"
+    gpu: int = Field(default=0, ge=0)
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _q(cls, v: str) -> str:
+        return _quantity(v)
+
+
+class WorkerGroupProfile(NodeResources):
+    """One worker group of clusters made from this profile; a GPU group has `gpu > 0`."""
+
+    name: str
+    min_workers: int = Field(default=0, ge=0)
+    default_workers: int = Field(default=0, ge=0)
+    max_workers: int = Field(default=4, ge=0)
+    ray_resources: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _dns(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError(f"'{v}' is not a valid group name (lowercase letters, digits and '-')")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> WorkerGroupProfile:
+        if not self.min_workers <= self.default_workers <= self.max_workers:
+            raise ValueError(
+                "expected minWorkers <= defaultWorkers <= maxWorkers "
+                f"(got {self.min_workers}, {self.default_workers}, {self.max_workers})"
+            )
+        return self
+
+
 class ClusterProfileSpec(Strict):
+    """What a requested cluster looks like; rendered to a RayCluster (KubeRay) or local processes."""
+
+    description: str = ""
+    ray_image: str = "docker.io/rayproject/ray:2.60.0-py311"
+    ray_version: str = "2.60.0"
+    head: NodeResources = Field(default_factory=NodeResources)
+    worker_groups: list[WorkerGroupProfile] = Field(
+        default_factory=lambda: [WorkerGroupProfile(name="cpu", default_workers=0, max_workers=4)],
+        min_length=1,
+    )
+    default_ttl: str = "8h"
+    max_ttl: str = "7d"
     scaling_policy: str | None = None
+    data_connection: str | None = None  # an ODH data connection: Secret name with S3 credentials
+    enable_ingress: bool = False
+
+    @field_validator("default_ttl", "max_ttl")
+    @classmethod
+    def _ttl(cls, v: str) -> str:
+        if parse_duration(v) <= timedelta(0):
+            raise ValueError("a time-to-live must be longer than 0")
+        return v
+
+    @model_validator(mode="after")
+    def _groups(self) -> ClusterProfileSpec:
+        names = [g.name for g in self.worker_groups]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate worker group names: {', '.join(dupes)}")
+        if parse_duration(self.default_ttl) > parse_duration(self.max_ttl):
+            raise ValueError(f"defaultTtl {self.default_ttl} is longer than maxTtl {self.max_ttl}")
+        return self
+
+    @property
+    def cpu_group(self) -> WorkerGroupProfile | None:
+        return next((g for g in self.worker_groups if g.gpu == 0), None)
+
+    @property
+    def gpu_group(self) -> WorkerGroupProfile | None:
+        return next((g for g in self.worker_groups if g.gpu > 0), None)
 
 
 class AccessRule(Strict):

@@ -184,6 +184,8 @@ class ReasonCode(StrEnum):
     BACKEND_CONVERGING = "BACKEND_CONVERGING"
     DRY_RUN = "DRY_RUN"
     NO_CHANGE = "NO_CHANGE"
+    MANUAL_PIN_EXPIRED = "MANUAL_PIN_EXPIRED"  # a pin past its `until`, ignored
+    BOUNDS_SET = "BOUNDS_SET"  # bounds mode: new minReplicas/maxReplicas to write
 
 
 JSONScalar = str | int | float | bool | None

@@ -115,7 +115,9 @@ class PendingDemandSignal(Strict):
     name: str
     type: Literal["pendingDemand"]
     resource: str = "CPU"
-    activation_threshold: float = Field(default=1, ge=0)
+    # KEDA's rule: active only when strictly above the threshold, so the default 0 wakes a group at
+    # zero for any pending work (a default of 1 would leave a single 1-CPU task waiting forever).
+    activation_threshold: float = Field(default=0, ge=0)
 
     def spec(self) -> SignalSpec:
         return SignalSpec(SignalType.PENDING_DEMAND, resource=self.resource)

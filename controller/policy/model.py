@@ -427,12 +427,100 @@ class ClusterProfileSpec(Strict):
         return next((g for g in self.worker_groups if g.gpu > 0), None)
 
 
+SUBJECT_KINDS = ("slackUser", "slackGroup", "matrixUser", "kubernetesUser", "kubernetesGroup", "consoleUser")
+
+
+class Subject(Strict):
+    """Exactly one identity: a chat user or group, a Kubernetes user or group (the notebook path of
+    issue 9), or a console user (laptop mode). The value `"*"` matches every user of that kind."""
+
+    slack_user: str | None = Field(default=None, min_length=1)
+    slack_group: str | None = Field(default=None, min_length=1)
+    matrix_user: str | None = Field(default=None, min_length=1)
+    kubernetes_user: str | None = Field(default=None, min_length=1)
+    kubernetes_group: str | None = Field(default=None, min_length=1)
+    console_user: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Subject:
+        given = [k for k in SUBJECT_KINDS if getattr(self, _snake(k)) is not None]
+        if len(given) != 1:
+            raise PolicyValueError(
+                "a subject names exactly one identity",
+                " and ".join(given) or "none",
+                f"one of {', '.join(SUBJECT_KINDS)}",
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The camelCase key given (`slackUser`...)."""
+        return next(k for k in SUBJECT_KINDS if getattr(self, _snake(k)) is not None)
+
+    @property
+    def value(self) -> str:
+        v = getattr(self, _snake(self.kind))
+        assert isinstance(v, str)
+        return v
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel)
+
+
+class AccessLimits(Strict):
+    """What one person may have without an approver. A request over any of these is not refused: it
+    waits for an approver (issue 7). `gpusPerCluster` counts GPUs (GPU workers x GPUs per worker)."""
+
+    clusters_per_user: int = Field(default=2, ge=0)
+    workers_per_cluster: int = Field(default=4, ge=0)
+    gpus_per_cluster: int = Field(default=0, ge=0)
+    max_ttl: str | None = None
+
+    @field_validator("max_ttl")
+    @classmethod
+    def _ttl(cls, v: str | None) -> str | None:
+        return None if v is None else _positive_duration(v)
+
+
 class AccessRule(Strict):
+    """Who (`subjects`) may use which namespaces (globs) with which profiles (names or globs), within
+    which limits. A rule with no subjects or no namespaces grants nothing. `devops: true` adds the
+    DevOps commands (pause-all, resume-all, release), rights over every cluster in the rule's
+    namespaces whoever requested it, and approving requests."""
+
+    subjects: list[Subject] = Field(default_factory=list)
+    namespaces: list[str] = Field(default_factory=list)
     profiles: list[str] = Field(default_factory=list)
+    limits: AccessLimits = Field(default_factory=AccessLimits)
+    devops: bool = False
+
+
+class SlackDevOps(Strict):
+    channel: str = Field(min_length=1)
+
+
+class MatrixDevOps(Strict):
+    room: str = Field(min_length=1)
+
+
+class DevOpsChannels(Strict):
+    """Where approvals and alerts go, per platform (the console prints them in laptop mode)."""
+
+    slack: SlackDevOps | None = None
+    matrix: MatrixDevOps | None = None
 
 
 class AccessPolicySpec(Strict):
+    devops: DevOpsChannels = Field(default_factory=DevOpsChannels)
+    approvers: list[Subject] = Field(default_factory=list)
+    request_expiry: str = "24h"
     rules: list[AccessRule] = Field(default_factory=list)
+
+    @field_validator("request_expiry")
+    @classmethod
+    def _expiry(cls, v: str) -> str:
+        return _positive_duration(v)
 
 
 # --- Envelope ------------------------------------------------------------------------------------

@@ -7,7 +7,14 @@ night clocks spring forward and at 07:00 EST on the night they fall back (Karpen
 schedules behave the same way). Fire times come from apscheduler's CronTrigger, which for a local time
 that does not exist (02:30 on the spring-forward day) fires at the instant that time would have been
 under the old offset (03:30 EDT), and for a repeated local time (01:30 on the fall-back day) fires
-once, at the first occurrence.
+
+once, at the first occurrence (vixie cron's rule; apscheduler alone would also fire at the second
+one when asked from inside the repeated hour, so such fire times are skipped here).
+
+Weekday numbers follow crontab (0 or 7 = Sunday, 1-5 = Monday to Friday). apscheduler 3.x reads
+them as 0 = Monday (its issue 286), which would shift `1-5` to Tuesday-Saturday, so the field is
+rewritten to day names before apscheduler sees it. Unlike vixie cron, a cron restricting both
+day-of-month and day-of-week fires when both match, not either (apscheduler's rule).
 
 All arithmetic happens in UTC: Python compares and adds aware datetimes that share a tzinfo in wall
 time, which is wrong across a DST change.
@@ -37,10 +44,60 @@ class ActiveWindow:
     end: datetime  # UTC
 
 
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _day(token: str) -> int:
+    token = token.strip().lower()
+    if token in _DAY_NAMES:
+        return _DAY_NAMES.index(token)
+    n = int(token)
+    if not 0 <= n <= 7:
+        raise ValueError(f"weekday {n} out of range 0-7")
+    return n
+
+
+def crontab_weekdays(field: str) -> str:
+    """Rewrite a crontab day-of-week field (0/7 = Sunday) as apscheduler 3.x day names.
+
+    Anything this does not understand is passed through for apscheduler to judge.
+    """
+    days: set[int] = set()
+    try:
+        for part in field.split(","):
+            base, _, step_text = part.partition("/")
+            step = int(step_text) if step_text else 1
+            if base == "*":
+                lo, hi = 0, 6
+            elif "-" in base:
+                a, b = base.split("-", 1)
+                lo, hi = _day(a), _day(b)
+            else:
+                lo = _day(base)
+                hi = 6 if step_text else lo
+            if step < 1 or lo > hi:
+                raise ValueError(f"bad weekday range {part!r}")
+            days.update(d % 7 for d in range(lo, hi + 1, step))
+    except ValueError:
+        return field
+    return "*" if len(days) == 7 else ",".join(_DAY_NAMES[d] for d in sorted(days))
+
+
 @lru_cache(maxsize=4096)
-def _trigger(cron: str, timezone: str) -> CronTrigger:
-    # Parsing a crontab costs tens of microseconds; the same few schedules are asked about every tick.
-    return CronTrigger.from_crontab(cron, timezone=ZoneInfo(timezone))
+def cron_trigger(cron: str, timezone: str) -> CronTrigger:
+    """A CronTrigger reading `cron` as crontab does (weekdays included), in `timezone`.
+
+    Cached: parsing costs tens of microseconds and the same few schedules are asked about every tick.
+    """
+    minute, hour, day, month, weekday = cron.split()
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=crontab_weekdays(weekday),
+        timezone=ZoneInfo(timezone),
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -50,7 +107,13 @@ def _duration(text: str) -> timedelta:
 
 def _next_fire(trigger: CronTrigger, after: datetime | None, not_before: datetime) -> datetime | None:
     fire: datetime | None = trigger.get_next_fire_time(after, not_before)
-    return fire.astimezone(UTC) if fire is not None else None
+    if fire is None:
+        return None
+    local = fire.astimezone(trigger.timezone)
+    if local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset():
+        # the second occurrence of a repeated local time: cron fires only at the first
+        return _next_fire(trigger, None, fire.astimezone(UTC) + timedelta(seconds=1))
+    return fire.astimezone(UTC)
 
 
 def latest_fire(cron: str, timezone: str, duration: timedelta, now: datetime) -> datetime | None:
@@ -60,7 +123,7 @@ def latest_fire(cron: str, timezone: str, duration: timedelta, now: datetime) ->
     cron) then needs one more call to see that nothing later fired. Dense crons (every few minutes)
     are answered by a probe of the last minute instead of walking the whole window.
     """
-    trigger = _trigger(cron, timezone)
+    trigger = cron_trigger(cron, timezone)
     now = now.astimezone(UTC)
     first = _next_fire(trigger, None, now - duration + _MICRO)
     if first is None or first > now:

@@ -22,7 +22,7 @@ DOCS = REPO / "docs" / "deploy.md"
 
 # What a person applies: `oc apply -k deploy/overlays/<name>`, and deploy/managed-namespace per namespace.
 OVERLAYS = ("crc", "moc")
-APPLIED_DIRS = tuple(f"deploy/overlays/{name}" for name in OVERLAYS) + ("deploy/managed-namespace",)
+APPLIED_DIRS = (*(f"deploy/overlays/{name}" for name in OVERLAYS), "deploy/managed-namespace")
 
 Obj = dict[str, Any]
 
@@ -67,7 +67,7 @@ def render_applied(name: str) -> list[Obj]:
 
 
 def write_kustomization(directory: Path, body: Obj) -> Path:
-    """A throw-away kustomization in `directory`; paths in it must be relative (kustomize refuses absolute)."""
+    """A throw-away kustomization in `directory`; its paths must be relative (kustomize refuses absolute)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "kustomization.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
     return directory
@@ -110,9 +110,7 @@ def find(objs: list[Obj], kind: str, name: str) -> Obj:
 def settings(objs: list[Obj]) -> dict[str, str]:
     """The data of the generated rayops-settings ConfigMap (its name carries a hash suffix)."""
     found = [
-        o
-        for o in objs
-        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("rayops-settings-")
+        o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("rayops-settings-")
     ]
     assert len(found) == 1, f"expected one rayops-settings-<hash> ConfigMap, found {len(found)}"
     data: dict[str, str] = found[0].get("data") or {}

@@ -6,8 +6,8 @@
   CRDs in tests/fixtures/, through the API-server admission steps of tests/standins/crd.py (defaults applied
   before validating, as a server does), plus a strict check that nothing would be pruned (kubectl's default
   `--validate=strict` rejects unknown fields).
-- A kind nobody can check raises `NoSchema`, and so does a CEL rule of a CRD that neither tests/standins/crd.py
-  nor the reviewed rules below evaluate: "cannot check" fails, it never passes silently.
+- A kind nobody can check raises `NoSchema`, and so does a CEL rule of a CRD that neither
+  tests/standins/crd.py nor the reviewed rules below evaluate: "cannot check" fails, never passes silently.
 """
 
 from __future__ import annotations
@@ -32,9 +32,13 @@ KUBE_VERSIONS = ("1.33.0", latest_version())
 FIXTURES = REPO / "tests" / "fixtures"
 CRD_FILES: dict[tuple[str, str], Path] = {
     ("route.openshift.io", "Route"): FIXTURES / "crds" / "routes.crd.yaml",
-    ("monitoring.coreos.com", "ServiceMonitor"): FIXTURES / "crds" / "monitoring.coreos.com_servicemonitors.yaml",
+    ("monitoring.coreos.com", "ServiceMonitor"): FIXTURES
+    / "crds"
+    / "monitoring.coreos.com_servicemonitors.yaml",
     ("monitoring.coreos.com", "PodMonitor"): FIXTURES / "crds" / "monitoring.coreos.com_podmonitors.yaml",
-    ("monitoring.coreos.com", "PrometheusRule"): FIXTURES / "crds" / "monitoring.coreos.com_prometheusrules.yaml",
+    ("monitoring.coreos.com", "PrometheusRule"): FIXTURES
+    / "crds"
+    / "monitoring.coreos.com_prometheusrules.yaml",
     ("datasciencecluster.opendatahub.io", "DataScienceCluster"): FIXTURES
     / "crds"
     / "datasciencecluster.opendatahub.io_datascienceclusters.yaml",
@@ -85,8 +89,10 @@ def validate_custom(obj: Obj) -> list[str]:
     body = copy.deepcopy(obj)
     pruned = copy.deepcopy(body)
     version.prune(pruned)
-    errors = [f"{path}: unknown field (a server would prune it; kubectl --validate=strict rejects it)"
-              for path in dropped_paths(body, pruned)]
+    errors = [
+        f"{path}: unknown field (a server would prune it; kubectl --validate=strict rejects it)"
+        for path in dropped_paths(body, pruned)
+    ]
     version.apply_defaults(pruned)
     version.unsupported_rules.clear()
     errors.extend(f"{c.field}: {c.message}" for c in version.validate(pruned))
@@ -112,7 +118,9 @@ def _drop_null_combinators(node: Any) -> Any:
     """The Route CRD has `anyOf: null` (an API server reads it as absent); jsonschema would crash on it."""
     if isinstance(node, dict):
         return {
-            k: _drop_null_combinators(v) for k, v in node.items() if not (v is None and k in _SCHEMA_COMBINATORS)
+            k: _drop_null_combinators(v)
+            for k, v in node.items()
+            if not (v is None and k in _SCHEMA_COMBINATORS)
         }
     if isinstance(node, list):
         return [_drop_null_combinators(x) for x in node]
@@ -147,6 +155,7 @@ def dropped_paths(before: Any, after: Any, path: str = "") -> list[str]:
 
 # ----- CEL rules tests/standins/crd.py does not evaluate -----
 
+
 def _has(node: Any, key: str) -> bool:
     return isinstance(node, dict) and key in node
 
@@ -159,16 +168,18 @@ REVIEWED_RULES: dict[str, Callable[[Any], bool]] = {
         not _has(s, "tls") or s["tls"].get("termination") != "passthrough" or not _has(s, "httpHeaders")
     ),
     # routes.crd.yaml, spec.tls
-    "!(has(self.certificate) && has(self.externalCertificate))": lambda t: not (
-        _has(t, "certificate") and _has(t, "externalCertificate")
+    "!(has(self.certificate) && has(self.externalCertificate))": lambda t: (
+        not (_has(t, "certificate") and _has(t, "externalCertificate"))
     ),
     # routes.crd.yaml, spec.tls
     "has(self.termination) && has(self.insecureEdgeTerminationPolicy) ? !((self.termination=='passthrough') "
-    "&& (self.insecureEdgeTerminationPolicy=='Allow')) : true": lambda t: not (
-        _has(t, "termination")
-        and _has(t, "insecureEdgeTerminationPolicy")
-        and t["termination"] == "passthrough"
-        and t["insecureEdgeTerminationPolicy"] == "Allow"
+    "&& (self.insecureEdgeTerminationPolicy=='Allow')) : true": lambda t: (
+        not (
+            _has(t, "termination")
+            and _has(t, "insecureEdgeTerminationPolicy")
+            and t["termination"] == "passthrough"
+            and t["insecureEdgeTerminationPolicy"] == "Allow"
+        )
     ),
 }
 

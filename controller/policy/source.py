@@ -137,10 +137,11 @@ def parse_documents(path: str, text: str) -> tuple[list[ParsedDocument], list[Po
     documents before it are still returned so their own errors can be reported too."""
     docs: list[ParsedDocument] = []
     errors: list[PolicyError] = []
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     keys = SafeConstructor()
     index = 0
     try:
+        loader = yaml.SafeLoader(text)  # checks every character up front: ReaderError
         while loader.check_node():
             node = loader.get_node()
             if node is None:  # pragma: no cover - check_node() guarantees a node
@@ -156,7 +157,7 @@ def parse_documents(path: str, text: str) -> tuple[list[ParsedDocument], list[Po
     except yaml.YAMLError as e:  # ReaderError: a character YAML does not accept
         pos = getattr(e, "position", 0) or 0
         char = getattr(e, "character", None)
-        got = f"character {char!r}" if isinstance(char, str) else f"byte {char!r}"
+        got = f"character U+{char:04X}" if isinstance(char, int) else f"character {char!r}"
         line = text[:pos].count("\n") + 1
         errors.append(
             PolicyError(path, line, "yaml", f"unacceptable character (got {got}; expected printable text)")
@@ -164,7 +165,8 @@ def parse_documents(path: str, text: str) -> tuple[list[ParsedDocument], list[Po
     except RecursionError:
         errors.append(PolicyError(path, 1, "yaml", "nesting too deep (expected a policy document)"))
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return docs, errors
 
 

@@ -24,10 +24,13 @@ from tests.harness.kube import (
     BOT_TOKEN,
     CONTROLLER_TOKEN,
     KUBE_TOKENS,
+    KUBERAY_CRD_FILE,
+    SAMPLE_FILES,
     USER_TOKEN,
     KubeTarget,
     load_sample,
 )
+from tests.standins.crd import CrdVersion, load_crd
 from tests.standins.kube_api import KubeApiServer
 from tests.standins.kube_requests import ApiRequest
 
@@ -297,6 +300,14 @@ def test_invalid_status_is_422(api: Api) -> None:
         422, "Invalid", lambda: api.merge_status("rc-bad-status", {"status": {"readyWorkerReplicas": "one"}})
     )
     assert [c["field"] for c in status["details"]["causes"]] == ["status.readyWorkerReplicas"]
+
+
+@pytest.mark.parametrize("file_name", SAMPLE_FILES)
+def test_kuberay_samples_are_accepted_and_defaulted(api: Api, file_name: str) -> None:
+    created = api.create_rc(load_sample(file_name))
+    for g in created["spec"].get("workerGroupSpecs") or []:
+        assert {"minReplicas", "maxReplicas", "numOfHosts"} <= set(g)
+    assert created["metadata"]["generation"] == 1
 
 
 # ----- optimistic concurrency -----
@@ -707,3 +718,107 @@ def test_list_of_a_thousand_clusters_is_fast(kube_api: KubeApiServer) -> None:
     assert len(data["items"]) == 1000
     print(f"list of 1000 RayClusters (server + json.loads): best {min(timings) * 1000:.1f} ms")
     assert min(timings) < 1.0
+
+
+# ----- CRD admission (tests/standins/crd.py), no server -----
+
+
+@pytest.fixture(scope="module")
+def raycluster_v1() -> CrdVersion:
+    return load_crd(KUBERAY_CRD_FILE).version("v1")
+
+
+def test_crd_names_versions_and_subresources() -> None:
+    crd = load_crd(KUBERAY_CRD_FILE)
+    assert (crd.group, crd.kind, crd.plural, crd.namespaced) == ("ray.io", "RayCluster", "rayclusters", True)
+    assert sorted(crd.versions) == ["v1", "v1alpha1"] and crd.storage_version.name == "v1"
+    assert crd.version("v1").subresources == {"status": {}}  # no scale subresource: HPA cannot drive it
+
+
+@pytest.mark.parametrize("file_name", SAMPLE_FILES)
+def test_samples_pass_admission_and_need_the_defaults(raycluster_v1: CrdVersion, file_name: str) -> None:
+    body = load_sample(file_name)
+    assert raycluster_v1.admit(body) == []
+    bare = load_sample(file_name)
+    for g in bare["spec"].get("workerGroupSpecs") or []:
+        g.pop("minReplicas", None)
+        g.pop("maxReplicas", None)
+    if bare["spec"].get("workerGroupSpecs"):
+        # Without the server's defaulting step the required bounds are reported missing...
+        assert {c.field for c in raycluster_v1.validate(bare)} == {
+            f"spec.workerGroupSpecs[{i}].{k}"
+            for i in range(len(bare["spec"]["workerGroupSpecs"]))
+            for k in ("minReplicas", "maxReplicas")
+        }
+    # ...and with it they are filled in, as a server does.
+    assert raycluster_v1.admit(bare) == []
+    assert all(g["maxReplicas"] == 2147483647 for g in bare["spec"].get("workerGroupSpecs") or [])
+
+
+def _worker(body: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = body["spec"]["workerGroupSpecs"][0]
+    return result
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "reason"),
+    [
+        (
+            lambda b: _worker(b).update(replicas="two"),
+            "spec.workerGroupSpecs[0].replicas",
+            "FieldValueTypeInvalid",
+        ),
+        (lambda b: _worker(b).pop("groupName"), "spec.workerGroupSpecs[0].groupName", "FieldValueRequired"),
+        (lambda b: _worker(b).pop("template"), "spec.workerGroupSpecs[0].template", "FieldValueRequired"),
+        (lambda b: b["spec"].pop("headGroupSpec"), "spec.headGroupSpec", "FieldValueRequired"),
+        (lambda b: b["spec"].update(managedBy="someone-else"), "spec.managedBy", "FieldValueInvalid"),
+        (
+            lambda b: b["spec"].update(upgradeStrategy={"type": "Sometimes"}),
+            "spec.upgradeStrategy.type",
+            "FieldValueNotSupported",
+        ),
+        (
+            lambda b: _worker(b)["template"]["spec"]["containers"][0].update(
+                resources={"limits": {"cpu": 1.5}}
+            ),
+            "spec.workerGroupSpecs[0].template.spec.containers[0].resources.limits.cpu",
+            "FieldValueInvalid",
+        ),
+        (
+            lambda b: b["spec"].update(
+                networkPolicy={"workerGroups": [{"groupName": "a"}, {"groupName": "a"}]}
+            ),
+            "spec.networkPolicy.workerGroups[1]",
+            "FieldValueDuplicate",
+        ),
+    ],
+)
+def test_invalid_clusters_name_the_failing_field(
+    raycluster_v1: CrdVersion, mutate: Callable[[dict[str, Any]], Any], field: str, reason: str
+) -> None:
+    body = load_sample("ray-cluster.sample.yaml")
+    mutate(body)
+    causes = raycluster_v1.admit(body)
+    assert [(c.field, c.reason) for c in causes] == [(field, reason)]
+
+
+def test_pruning_drops_unknown_fields_and_non_nullable_nulls(raycluster_v1: CrdVersion) -> None:
+    body = load_sample("ray-cluster.sample.yaml")
+    body["spec"]["madeUp"] = {"x": 1}
+    body["spec"]["suspend"] = None
+    body["metadata"]["notMeta"] = "x"
+    body["status"] = {"lastUpdateTime": None, "state": "ready", "extra": 1}
+    assert raycluster_v1.admit(body) == []
+    assert "madeUp" not in body["spec"] and "suspend" not in body["spec"]
+    assert "notMeta" not in body["metadata"]
+    assert body["status"] == {"lastUpdateTime": None, "state": "ready"}  # lastUpdateTime is nullable
+
+
+def test_transition_rules_run_only_on_update(raycluster_v1: CrdVersion) -> None:
+    old = load_sample("ray-cluster.sample.yaml")
+    old["spec"]["managedBy"] = "ray.io/kuberay-operator"
+    new = load_sample("ray-cluster.sample.yaml")
+    new["spec"]["managedBy"] = "kueue.x-k8s.io/multikueue"
+    assert raycluster_v1.admit(new) == []  # a create may pick either value
+    assert [c.field for c in raycluster_v1.admit(new, old)] == ["spec.managedBy"]
+    assert raycluster_v1.unsupported_rules == set()  # every CEL rule in this CRD was evaluated

@@ -18,6 +18,7 @@ from controller.policy.loader import (
     load_policy_set,
 )
 from controller.policy.model import ClusterProfile, ScalingPolicy
+from controller.policy.source import SourceFile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -497,7 +498,7 @@ def test_store_unchanged_directory_is_not_read_again(tmp_path: Path, monkeypatch
     reads: list[str] = []
     real = loader_module.read_directory
 
-    def counting(directory: str) -> tuple[list, list]:  # type: ignore[type-arg]
+    def counting(directory: str) -> tuple[list[SourceFile], list[PolicyError]]:
         reads.append(directory)
         return real(directory)
 

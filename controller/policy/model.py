@@ -295,7 +295,10 @@ class OnMissingData(Strict):
     def _fallback_needs_replicas(self) -> OnMissingData:
         if self.action == "fallback" and self.replicas is None:
             raise PolicyValueError(
-                "action fallback needs replicas", "nothing", "the count to run while data is missing"
+                "action fallback needs replicas",
+                "nothing",
+                "the count to run while data is missing",
+                ("replicas",),
             )
         return self
 

@@ -14,6 +14,7 @@ mistake worth reporting rather than coercing.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -225,10 +226,23 @@ def _to_policy_error(doc: ParsedDocument, err: ErrorDetails) -> PolicyError:
     elif kind == "recursion_loop":
         message = "refers to itself (got a cyclic YAML alias; expected a tree)"
     else:
-        what = str(err["msg"]).removeprefix("Value error, ")
-        message = what if "(got " in what else f"{what} (got {got})"
+        message = _reshape(str(err["msg"]).removeprefix("Value error, "), got)
     line, _ = doc.locate(fpath)
     return PolicyError(doc.path, line, render_path(fpath) or "document", message)
+
+
+_TRAILING_EXPECTED = re.compile(r"^(?P<what>.*?)\s*\(expected (?P<expected>.*)\)$", re.S)
+
+
+def _reshape(what: str, got: str) -> str:
+    """A plain ValueError's text in the `what (got X; expected Y)` shape, so rules written without
+    PolicyValueError still print like every other error."""
+    if "(got " in what:
+        return what
+    m = _TRAILING_EXPECTED.match(what)
+    if m:
+        return f"{m['what']} (got {got}; expected {m['expected']})"
+    return f"{what} (got {got})"
 
 
 def _one_of(tags: tuple[str, ...]) -> str:

@@ -109,7 +109,8 @@ def _missing(
     expected = (
         f"one of {', '.join(known)}" if known else f"a {kind} defined in this directory (there is none)"
     )
-    return _error(src, fpath, f"no {kind} named '{ref}' (got '{ref}'; expected {expected})")
+    what = f"no {kind} matches '{ref}'" if _is_glob(ref) else f"no {kind} named '{ref}'"
+    return _error(src, fpath, f"{what} (got '{ref}'; expected {expected})")
 
 
 def overlapping_selectors(policies: Sequence[Loaded]) -> list[PolicyError]:

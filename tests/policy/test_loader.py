@@ -148,6 +148,17 @@ BAD_INPUTS: list[tuple[str, dict[str, str], list[str]]] = [
         ],
     ),
     (
+        "access rule glob matching no profile",
+        {
+            "a.yaml": policy("ops", "  rules:\n    - profiles: [small, 'gpu-*']\n", kind="AccessPolicy"),
+            "b.yaml": policy("small", "  scalingPolicy: null\n", kind="ClusterProfile"),
+        },
+        [
+            "a.yaml:7: spec.rules[0].profiles[1]: no ClusterProfile matches 'gpu-*' "
+            "(got 'gpu-*'; expected one of small)"
+        ],
+    ),
+    (
         "overlapping selectors at one priority",
         {
             "a.yaml": policy("a", "  maxReplicas: 3\n  selector: {namespaces: ['ray-*']}\n"),

@@ -51,7 +51,7 @@ _TASK_LINE = re.compile(
     r"(?: \((?P<pg>\d+)\+ using placement groups\))?\s*$"
 )
 _PG_LINE = re.compile(
-    r"^\s*(?P<bundles>\{.*\}) \((?P<strategy>\w+)\): (?P<count>\d+)\+ pending placement groups\s*$"
+    r"^\s*(?P<bundles>\{.+?) \((?P<strategy>\w+)\): (?P<count>\d+)\+ pending placement groups\s*$"
 )
 _PG_BUNDLE = re.compile(r"(\{[^{}]*\}) \* (\d+)")
 

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 __all__ = ["SERVICE_ACCOUNT_TOKEN", "HttpSettings", "TokenSource", "describe_error", "run_bounded"]
@@ -141,7 +142,7 @@ def run_bounded(
 
 def describe_error(err: BaseException, timeout_s: float) -> str:
     """A short, stable reason for a failed request ("timeout after 2.0 s", "HTTP 500", ...)."""
-    if isinstance(err, DeadlineExceeded | requests.Timeout):
+    if isinstance(err, DeadlineExceeded | requests.Timeout) or _is_wrapped_timeout(err):
         return f"timeout after {timeout_s:.1f} s"
     if isinstance(err, requests.exceptions.SSLError):
         return f"TLS error: {_first_line(err)}"
@@ -152,6 +153,12 @@ def describe_error(err: BaseException, timeout_s: float) -> str:
     if isinstance(err, ValueError):  # json.JSONDecodeError included
         return f"garbage answer: {_first_line(err)}"
     return f"{type(err).__name__}: {_first_line(err)}"
+
+
+def _is_wrapped_timeout(err: BaseException) -> bool:
+    """A read timeout after urllib3's retries arrives as ConnectionError(MaxRetryError(ReadTimeoutError))."""
+    inner = err.args[0] if isinstance(err, requests.ConnectionError) and err.args else None
+    return isinstance(inner, MaxRetryError) and isinstance(inner.reason, TimeoutError | ReadTimeoutError)
 
 
 def _first_line(err: BaseException) -> str:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 
 from controller.policy.durations import parse_duration
-from controller.policy.errors import PolicyError
+from controller.policy.errors import PolicyError, Severity
 from controller.policy.model import ScalingPolicy, Schedule
 from controller.policy.promql import check_query
 from controller.policy.selection import selectors_overlap
@@ -46,11 +46,9 @@ class Loaded:
     source: ParsedDocument
 
 
-def _error(src: ParsedDocument, fpath: FieldPath, message: str, severity: str = "error") -> PolicyError:
+def _error(src: ParsedDocument, fpath: FieldPath, message: str, severity: Severity = "error") -> PolicyError:
     line, _ = src.locate(fpath)
-    return PolicyError(
-        src.path, line, render_path(fpath), message, "warning" if severity == "warning" else "error"
-    )
+    return PolicyError(src.path, line, render_path(fpath), message, severity)
 
 
 def _where(src: ParsedDocument) -> str:

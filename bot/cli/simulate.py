@@ -109,6 +109,9 @@ def _run(args: argparse.Namespace) -> int:
     ):
         if not ok:
             raise SimulationInputError(f"{flag} {value}: out of range")
+    for path in (args.json, args.markdown, args.plot):  # fail before a long replay, not after it
+        if path and not Path(path).resolve().parent.is_dir():
+            raise SimulationInputError(f"cannot write {path}: its directory does not exist")
     policies = load_policies(args.policy)
     trace = _trace(args)
     model = Model(

@@ -21,7 +21,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from controller.simulate.engine import MILLI, Command, GroupView, Model, RunResult
+from controller.simulate.model import MILLI, Command, GroupView, Model, RunResult
 from controller.simulate.trace import Trace
 
 RAY_INTERVAL_S = 5.0

@@ -18,135 +18,9 @@ import heapq
 import math
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
-from controller.simulate.trace import SimulationInputError, Task, Trace
-
-MILLI = 1000  # resources are integers in thousandths, so packing arithmetic is exact
-
-
-@dataclass(frozen=True)
-class Model:
-    """The simulation's parameters; every report prints them (contracts.md section 8)."""
-
-    startup_s: float = 30.0  # a pod on Kubernetes; `--startup 5` for laptop mode
-    worker_cpus: float = 1.0
-    worker_gpus: float | None = None  # None: 1 when the trace has GPU tasks, else 0
-    policy_interval_s: float = 15.0  # how often a policy's decide() runs
-    max_replicas: int | None = None  # overrides every policy's maxReplicas and caps the baselines
-    drain_limit_s: float = 6 * 3600.0  # how long past the trace's end a run may take to finish its queue
-    samples: int = 4000  # points of the time series kept for plots
-
-    def for_trace(self, trace: Trace) -> Model:
-        """Resolve `worker_gpus` and check that every task fits on one worker."""
-        gpus = self.worker_gpus if self.worker_gpus is not None else (1.0 if trace.has_gpus else 0.0)
-        for t in trace.tasks:
-            if t.cpus > self.worker_cpus or t.gpus > gpus:
-                raise SimulationInputError(
-                    f"{trace.name}, line {t.row}: a task needs {t.cpus:g} CPU and {t.gpus:g} GPU "
-                    f"but a worker has {self.worker_cpus:g} CPU and {gpus:g} GPU "
-                    "(set --worker-cpus / --worker-gpus)"
-                )
-        return Model(
-            self.startup_s,
-            self.worker_cpus,
-            gpus,
-            self.policy_interval_s,
-            self.max_replicas,
-            self.drain_limit_s,
-            self.samples,
-        )
-
-    def units(self, cpus: float, gpus: float) -> float:
-        """Demand in workers with perfect packing: the larger of the CPU and GPU shares."""
-        g = gpus / self.worker_gpus if self.worker_gpus else 0.0
-        return max(cpus / self.worker_cpus, g)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "startup_s": self.startup_s,
-            "worker_cpus": self.worker_cpus,
-            "worker_gpus": self.worker_gpus,
-            "policy_interval_s": self.policy_interval_s,
-            "max_replicas": self.max_replicas,
-            "idle_removal": "immediate once decided",
-            "drain_limit_s": self.drain_limit_s,
-        }
-
-
-@dataclass(frozen=True)
-class WorkerView:
-    name: str
-    ready: bool
-    busy: bool
-    idle_since: float | None  # when it last became idle (ready and running nothing)
-    created_s: float
-
-
-@dataclass(frozen=True)
-class GroupView:
-    """What a controller may see at one decision time: the simulated group, as a snapshot."""
-
-    t: float
-    workers: tuple[WorkerView, ...]
-    queued_tasks: int
-    queued_cpus: float
-    queued_gpus: float
-    running_cpus: float
-    running_gpus: float
-    model: Model
-
-    @property
-    def count(self) -> int:
-        return len(self.workers)
-
-    @property
-    def ready(self) -> int:
-        return sum(1 for w in self.workers if w.ready)
-
-    def need(self, cpus: float, gpus: float) -> int:
-        """Workers needed for this much demand with perfect packing."""
-        n = math.ceil(cpus / self.model.worker_cpus - 1e-9)
-        if self.model.worker_gpus:
-            n = max(n, math.ceil(gpus / self.model.worker_gpus - 1e-9))
-        return max(n, 0)
-
-
-@dataclass(frozen=True)
-class Command:
-    """Set the group to `target` workers; remove the named workers first (honoured only if idle)."""
-
-    target: int
-    remove: tuple[str, ...] = ()
-
-
-class Controller(Protocol):
-    """A policy or a baseline as the engine drives it."""
-
-    name: str
-    interval_s: float | None  # None: called never (a static pool)
-
-    def initial(self) -> int:
-        """Workers already ready at t=0 (the group existed before the trace started)."""
-        ...
-
-    def step(self, view: GroupView) -> Command: ...
-
-
-@dataclass
-class RunResult:
-    name: str
-    end_s: float  # cost is counted over [0, end_s]
-    ready_seconds: float  # integral of ready workers over time
-    waits: list[float]  # per task, seconds from arrival to start (censored at end_s if never started)
-    unserved_demand_s: float  # integral of queued demand in worker units
-    unfinished: int  # tasks not started by end_s (only when the drain limit was hit)
-    actions: list[tuple[float, int]]  # (time, +1 up / -1 down) for each decision that changed the count
-    series_t: list[float] = field(default_factory=list)
-    series_demand: list[float] = field(default_factory=list)  # running + queued, in worker units
-    series_ready: list[int] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+from controller.simulate.model import MILLI, Command, Controller, GroupView, Model, RunResult, WorkerView
+from controller.simulate.trace import Task, Trace
 
 
 class _Worker:
@@ -351,11 +225,20 @@ class Engine:
             stop = end if finished else t_next
             # queued demand and the plot series are constant until `stop`
             res.unserved_demand_s += self.model.units(self.q_c / MILLI, self.q_g / MILLI) * (stop - t)
-            while next_sample < stop:
-                res.series_t.append(next_sample)
-                res.series_demand.append(self._demand_units())
-                res.series_ready.append(self.n_ready)
-                next_sample += step
+            if next_sample < stop:
+                demand = self._demand_units()
+                while next_sample < stop:
+                    res.series_t.append(next_sample)
+                    res.series_demand.append(demand)
+                    res.series_ready.append(self.n_ready)
+                    next_sample += step
+                    if len(res.series_t) >= 2 * self.model.samples:
+                        # a run far past the trace's window: keep every other point, halve the rate
+                        step *= 2
+                        res.series_t = res.series_t[::2]
+                        res.series_demand = res.series_demand[::2]
+                        res.series_ready = res.series_ready[::2]
+                        next_sample = math.ceil(next_sample / step - 1e-9) * step
             if finished:
                 res.series_t.append(end)
                 res.series_demand.append(self._demand_units())

@@ -2,7 +2,7 @@
 
 Demand in each panel is that run's running + queued work in workers, so a backlog shows as demand above
 capacity; the zero-wait demand of the trace (what the oracle follows) is drawn thin and grey in every
-panel for comparison. Uses matplotlib's Agg backend: no display needed.
+panel for comparison. Renders with matplotlib's Agg canvas through `Figure` (not pyplot): no display needed.
 """
 
 from __future__ import annotations
@@ -14,16 +14,14 @@ from controller.simulate.trace import SimulationInputError
 
 
 def write_plot(report: Report, path: str | Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend, faster import
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [r for r in report.results]
+    runs = list(report.results)
     oracle = next((r for r in runs if r.policy == "oracle"), None)
     span = max((r.run.end_s for r in runs), default=1.0)
     scale, unit = (3600.0, "h") if span > 3 * 3600 else (60.0, "min") if span > 300 else (1.0, "s")
-    fig, axes = plt.subplots(len(runs), 1, figsize=(11, 1.9 * len(runs) + 0.8), sharex=True, squeeze=False)
+    fig = Figure(figsize=(11, 1.9 * len(runs) + 0.8))
+    axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False)
     for ax, r in zip(axes[:, 0], runs, strict=True):
         run = r.run
         xs = [t / scale for t in run.series_t]
@@ -48,5 +46,3 @@ def write_plot(report: Report, path: str | Path) -> None:
         fig.savefig(path, format="png", dpi=90)
     except OSError as e:
         raise SimulationInputError(f"cannot write the plot to {path}: {e.strerror or e}") from e
-    finally:
-        plt.close(fig)

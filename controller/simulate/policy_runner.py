@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from controller.domain import Activity, Decision, GroupObservation, GroupRef, Sample, Worker
 from controller.policy.model import PendingDemandSignal, ScalingPolicy, UtilizationSignal
 from controller.simulate.baselines import RAY_INTERVAL_S, ray_command
-from controller.simulate.engine import Command, GroupView, Model
+from controller.simulate.model import Command, GroupView, Model
 
 SOURCE = "simulation"
 

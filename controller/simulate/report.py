@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.simulate.engine import RunResult
+from controller.simulate.model import RunResult
 
 FLAP_WINDOW_S = 600.0
 FIELDS = (

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from controller.policy.model import PromQLSignal, ScalingPolicy
 from controller.simulate.baselines import HpaLike, RayLike, StaticPeak, oracle_run
-from controller.simulate.engine import Controller, Engine, Model
+from controller.simulate.engine import Engine
+from controller.simulate.model import Controller, Model
 from controller.simulate.policy_runner import PolicyController, with_max_replicas
 from controller.simulate.report import PolicyResult, Report
 from controller.simulate.trace import SimulationInputError, Trace

@@ -8,9 +8,10 @@ with `random.Random(seed)`: the same seed gives the same trace on every machine.
 
 from __future__ import annotations
 
+import io
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from controller.simulate.trace import NUMERIC_EPOCH, Task, Trace
 
@@ -37,6 +38,8 @@ def _poisson(
 
 
 def _trace(name: str, tasks: list[Task], end_s: float, what: str) -> Trace:
+    """The window is the generator's span, or longer if the last tasks run past it (as in a CSV)."""
+    end_s = max([end_s, *(t.arrival_s + t.duration_s for t in tasks)])
     return Trace(
         name=name, tasks=tuple(tasks), end_s=end_s, start=NUMERIC_EPOCH, source="synthetic", notes=(what,)
     )
@@ -114,3 +117,37 @@ GENERATORS: dict[str, Callable[[int], Trace]] = {
     "steps": steps,
     "long-idle": long_idle,
 }
+
+
+def to_csv(tasks: Sequence[Task], end_s: float | None = None) -> str:
+    """Write tasks in the CSV format, one row per run of identical tasks; a final 0-task row keeps
+    `end_s` when it lies beyond the last task's end."""
+    out = io.StringIO()
+    has_gpus = any(t.gpus for t in tasks)
+    out.write("timestamp,tasks,duration_s,cpus" + (",gpus" if has_gpus else "") + "\n")
+    i = 0
+    last_end = 0.0
+    while i < len(tasks):
+        t = tasks[i]
+        j = i
+        while j < len(tasks) and (tasks[j].arrival_s, tasks[j].duration_s, tasks[j].cpus, tasks[j].gpus) == (
+            t.arrival_s,
+            t.duration_s,
+            t.cpus,
+            t.gpus,
+        ):
+            j += 1
+        row = [_num(t.arrival_s), str(j - i), _num(t.duration_s), _num(t.cpus)]
+        out.write(",".join(row + ([_num(t.gpus)] if has_gpus else [])) + "\n")
+        last_end = max(last_end, t.arrival_s + t.duration_s)
+        i = j
+    if end_s is not None and end_s > last_end:
+        pad_at = max(last_end, end_s - 1.0)
+        row = [_num(pad_at), "0", _num(end_s - pad_at), "1"]
+        out.write(",".join(row + (["0"] if has_gpus else [])) + "\n")
+    return out.getvalue()
+
+
+def _num(x: float) -> str:
+    """Shortest text that reads back as the same float (`repr`), without a needless `.0`."""
+    return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)

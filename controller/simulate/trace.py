@@ -14,7 +14,7 @@ import csv
 import io
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -151,7 +151,7 @@ def read_trace(
 def parse_trace(
     text: str, source: str = "trace", azure_model: AzureDurationModel | None = None, name: str = "trace"
 ) -> Trace:
-    rows = _rows(text, source)
+    rows = _rows(text.removeprefix("\ufeff"), source)
     try:
         line, header = next(rows)
     except StopIteration:
@@ -329,37 +329,3 @@ def _whole(text: str, column: str, line: int, source: str) -> int:
     if v < 0:
         raise TraceError(line, f"{column} '{text}' must be >= 0", source)
     return v
-
-
-def to_csv(tasks: Sequence[Task], end_s: float | None = None) -> str:
-    """Write tasks in the CSV format, one row per run of identical tasks; a final 0-task row keeps
-    `end_s` when it lies beyond the last task's end."""
-    out = io.StringIO()
-    has_gpus = any(t.gpus for t in tasks)
-    out.write("timestamp,tasks,duration_s,cpus" + (",gpus" if has_gpus else "") + "\n")
-    i = 0
-    last_end = 0.0
-    while i < len(tasks):
-        t = tasks[i]
-        j = i
-        while j < len(tasks) and (tasks[j].arrival_s, tasks[j].duration_s, tasks[j].cpus, tasks[j].gpus) == (
-            t.arrival_s,
-            t.duration_s,
-            t.cpus,
-            t.gpus,
-        ):
-            j += 1
-        row = [_num(t.arrival_s), str(j - i), _num(t.duration_s), _num(t.cpus)]
-        out.write(",".join(row + ([_num(t.gpus)] if has_gpus else [])) + "\n")
-        last_end = max(last_end, t.arrival_s + t.duration_s)
-        i = j
-    if end_s is not None and end_s > last_end:
-        pad_at = max(last_end, end_s - 1.0)
-        row = [_num(pad_at), "0", _num(end_s - pad_at), "1"]
-        out.write(",".join(row + (["0"] if has_gpus else [])) + "\n")
-    return out.getvalue()
-
-
-def _num(x: float) -> str:
-    """Shortest text that reads back as the same float (`repr`), without a needless `.0`."""
-    return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)

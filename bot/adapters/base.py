@@ -111,8 +111,10 @@ class Image:
 
 @dataclass(frozen=True)
 class Reply:
-    """The bot's answer to one command. `text` is always a complete plain-text answer on its own;
-    the structured parts let richer platforms show the same thing better, never something else."""
+    """The bot's answer to one command, in parts: `text` is the main message (a sentence or a few
+    lines, complete for a quick glance, and the fallback text of a Slack message); `title`,
+    `fields`, `table`, `buttons`, `footer` add detail. `bot.render` renders the whole reply: plain
+    text (console, Matrix body), Matrix HTML, or Slack Block Kit. `image` is uploaded separately."""
 
     text: str
     status: ReplyStatus = ReplyStatus.OK

@@ -1,15 +1,90 @@
-"""`rayops bot run --adapter slack|matrix|console`: one chat adapter."""
+"""`rayops bot run --adapter slack|matrix|console`: one chat adapter.
+
+A composition root: read settings (flags over `RAYOPS_*` variables), install log redaction, load
+the policy directory, pick the backend, build the bot, run the adapter. The console adapter with
+`--backend memory` is the demo and test mode: clusters live only in this process, and
+`--ready-on-create` makes them READY at once.
+"""
 
 from __future__ import annotations
 
 import argparse
-
-from bot.cli._pending import not_yet
+import logging
+import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("bot", help="The chat-ops bot.")
     bsub = p.add_subparsers(dest="bot_command", metavar="ACTION", required=True)
-    run = bsub.add_parser("run", help="Run one chat adapter.")
+    run = bsub.add_parser(
+        "run",
+        help="Run one chat adapter.",
+        description="Run one chat adapter. Settings come from flags, else RAYOPS_* variables.",
+    )
     run.add_argument("--adapter", choices=["slack", "matrix", "console"], required=True)
-    run.set_defaults(func=not_yet("rayops bot run", 7))
+    run.add_argument(
+        "--backend",
+        choices=["memory", "local", "kuberay"],
+        help="where clusters live (default: $RAYOPS_BOT_BACKEND or local); memory is the demo and test mode",
+    )
+    run.add_argument(
+        "--policies", type=Path, help="policy directory (default: $RAYOPS_POLICY_DIR or policies)"
+    )
+    run.add_argument("--state-dir", type=Path, help="state directory (default: ~/.local/state/rayops)")
+    run.add_argument("--user", help="console user name (default: $RAYOPS_CONSOLE_USER or the login name)")
+    run.add_argument(
+        "--ready-on-create", action="store_true", help="memory backend: clusters are READY at once"
+    )
+    run.add_argument("--poll-interval", type=float, help="seconds between event polls (default 2)")
+    run.add_argument("--log-level", default="WARNING", help="log level on stderr (default WARNING)")
+    run.set_defaults(func=run_bot)
+
+
+def run_bot(args: argparse.Namespace) -> int:
+    from bot.compose import build_bot, policy_provider, run_console
+    from bot.redact import install_log_redaction
+    from bot.settings import BotSettings, secret_values
+    from controller.backends.memory import MemoryBackend
+    from controller.events import JournalSource
+    from controller.policy.loader import PolicyStore
+
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    install_log_redaction(secret_values())
+    if args.adapter in ("slack", "matrix"):
+        print(f"rayops: the {args.adapter} adapter is not available yet (issue 7 adapters).", file=sys.stderr)
+        return 2
+    try:
+        settings = BotSettings.from_env(
+            policy_dir=args.policies,
+            state_dir=args.state_dir,
+            backend=args.backend,
+            console_user=args.user,
+            poll_interval_s=args.poll_interval,
+            ready_on_create=args.ready_on_create or None,
+        )
+    except ValueError as e:
+        print(f"rayops: {e}", file=sys.stderr)
+        return 2
+    if settings.backend != "memory":
+        print(
+            f"rayops: the {settings.backend} backend is not wired into the bot yet; use --backend memory "
+            "for the demo mode.",
+            file=sys.stderr,
+        )
+        return 2
+    store = PolicyStore(str(settings.policy_dir))
+    result = store.reload()
+    if store.current is None:
+        print(f"rayops: the policy directory {settings.policy_dir} is not usable:", file=sys.stderr)
+        for err in result.errors:
+            print(f"  {err}", file=sys.stderr)
+        return 1
+    backend = MemoryBackend(
+        lambda: store.current.cluster_profiles if store.current is not None else {},
+        ready_on_create=settings.ready_on_create,
+    )
+    bot = build_bot(settings, backend, policy_provider(store))
+    return run_console(bot, JournalSource(settings.journal_path), sys.stdin, sys.stdout, store.reload)

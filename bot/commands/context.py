@@ -85,13 +85,18 @@ def refused(text: str) -> Outcome:
 
 
 def until(when: datetime | None, now: datetime) -> str:
-    """`in 3h20m` / `2m ago` / `never`, for expiry and pin times."""
+    """`in 3h20m` / `2m ago` / `never`, for expiry and pin times (minutes, rounded, past a minute)."""
     if when is None:
         return "never"
-    delta = when - now
-    if delta >= timedelta(0):
-        return f"in {format_duration(timedelta(seconds=int(delta.total_seconds())))}"
-    return f"{format_duration(timedelta(seconds=int(-delta.total_seconds())))} ago"
+    secs = (when - now).total_seconds()
+    size = abs(secs)
+    rounded = timedelta(seconds=size) if size < 60 else timedelta(minutes=round(size / 60))
+    text = format_duration(timedelta(seconds=int(rounded.total_seconds())))
+    return f"in {text}" if secs >= 0 else f"{text} ago"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def clock_time(when: datetime) -> str:

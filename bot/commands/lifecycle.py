@@ -11,12 +11,12 @@ from datetime import timedelta
 
 from bot.adapters.base import Reply, ReplyStatus
 from bot.authz import over_limits
-from bot.commands.context import Context, Outcome, clock_time, error, ok, until
+from bot.commands.context import Context, Outcome, clock_time, error, ok, plural, until
 from bot.commands.parser import ParsedCommand, suggest
 from bot.commands.requests import request_approval
 from bot.commands.views import connect_fields
 from controller import keys
-from controller.backends.base import ClusterNotFound, ClusterRequest, NotManaged
+from controller.backends.base import ClusterNotFound, ClusterRequest, ClusterState, NotManaged
 from controller.backends.memory import encode_time
 from controller.domain import ClusterRef
 from controller.policy.durations import format_duration, parse_duration
@@ -94,12 +94,13 @@ def create(ctx: Context, cmd: ParsedCommand) -> Outcome:
             ttl_seconds=int(ttl.total_seconds()) if ttl is not None else None,
         )
     )
-    size = f"{eff_workers} workers" + (f", {gpu_workers} GPU workers" if gpu_workers else "")
+    size = plural(eff_workers, "worker") + (f", {plural(gpu_workers, 'GPU worker')}" if gpu_workers else "")
     expires = f"expires {until(status.expires_at, ctx.now)}" if status.expires_at else "no expiry"
     return Outcome(
         Reply(
             f"Creating {name} in {ns} (profile {profile.name}, {size}, {expires}). "
-            f"State: {status.state}. I'll tell you when it is ready.",
+            f"State: {status.state}. "
+            + ("It is ready." if status.state is ClusterState.READY else "I'll tell you when it is ready."),
             fields=tuple(connect_fields(status.connect)),
         ),
         target=str(ref),

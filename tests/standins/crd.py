@@ -133,6 +133,11 @@ class CrdVersion:
     def _validator(self) -> jsonschema.protocols.Validator:
         return jsonschema.Draft4Validator(_openapi_to_jsonschema(self.schema))
 
+    @functools.cached_property
+    def _status_validator(self) -> jsonschema.protocols.Validator:
+        status_schema = (self.schema.get("properties") or {}).get("status") or {}
+        return jsonschema.Draft4Validator(_openapi_to_jsonschema(status_schema))
+
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.name}"
@@ -155,11 +160,35 @@ class CrdVersion:
         unique = [c for c in causes if not (c in seen or seen.add(c))]  # type: ignore[func-returns-value]
         return sorted(unique, key=lambda c: (c.field, c.reason, c.message))
 
-    def admit(self, obj: dict[str, JSON], old: dict[str, JSON] | None = None) -> list[FieldCause]:
-        """Prune, default, validate: what a create or update does to the body before it is stored."""
-        self.prune(obj)
-        self.apply_defaults(obj)
-        return self.validate(obj, old)
+    def admit(
+        self, obj: dict[str, JSON], old: dict[str, JSON] | None = None, *, subresource: str = ""
+    ) -> list[FieldCause]:
+        """Prune, default, validate: what a create or update does to the body before it is stored.
+
+        A `status` write checks only the status stanza: the rest is unchanged and a server (with validation
+        ratcheting, on by default since 1.30) does not fail an update on fields it did not change. Checking
+        a whole RayCluster costs ~5 ms against ~0.2 ms for its status, which the fake operator writes often.
+        """
+        if subresource != "status" or "status" not in obj:
+            self.prune(obj)
+            self.apply_defaults(obj)
+            return self.validate(obj, old)
+        status_schema = (self.schema.get("properties") or {}).get("status") or {}
+        wrapper = {"status": obj["status"]}
+        _prune(wrapper, {"properties": {"status": status_schema}})
+        _default(wrapper, {"properties": {"status": status_schema}})
+        if "status" not in wrapper:
+            obj.pop("status")
+            return []
+        obj["status"] = wrapper["status"]
+        causes = [
+            _cause_from_error(e, ("status",)) for e in self._status_validator.iter_errors(obj["status"])
+        ]
+        old_status = (old or {}).get("status")
+        causes.extend(
+            _walk_extras(obj["status"], old_status, status_schema, ("status",), self.unsupported_rules)
+        )
+        return sorted(set(causes), key=lambda c: (c.field, c.reason, c.message))
 
 
 @dataclass
@@ -295,8 +324,8 @@ def _default(node: JSON, schema: dict[str, JSON]) -> None:
 _REQUIRED_MSG = re.compile(r"^'(.+)' is a required property$")
 
 
-def _cause_from_error(err: jsonschema.ValidationError) -> FieldCause:
-    path = list(err.absolute_path)
+def _cause_from_error(err: jsonschema.ValidationError, prefix: tuple[str, ...] = ()) -> FieldCause:
+    path = [*prefix, *err.absolute_path]
     where = format_path(path)
     value = err.instance
     kind = err.validator

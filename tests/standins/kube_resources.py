@@ -73,8 +73,8 @@ def success_status(details: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
 
 
-Validator = Callable[[dict[str, Any], dict[str, Any] | None], list[FieldCause]]
-"""(new object, old object or None) -> causes; may default/prune the new object in place first."""
+Validator = Callable[[dict[str, Any], dict[str, Any] | None, str], list[FieldCause]]
+"""(new object, old object or None, subresource) -> causes; may default and prune the new object first."""
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,8 @@ class ResourceType:
 
 
 def resource_from_crd(version: CrdVersion) -> ResourceType:
-    def admit(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldCause]:
-        return version.admit(obj, old)
+    def admit(obj: dict[str, Any], old: dict[str, Any] | None, subresource: str) -> list[FieldCause]:
+        return version.admit(obj, old, subresource=subresource)
 
     return ResourceType(
         group=version.group,
@@ -228,7 +228,7 @@ def _qos_class(spec: dict[str, Any]) -> str:
     return "Guaranteed" if guaranteed else "Burstable"
 
 
-def _pod_admit(pod: dict[str, Any], old: dict[str, Any] | None) -> list[FieldCause]:
+def _pod_admit(pod: dict[str, Any], old: dict[str, Any] | None, subresource: str) -> list[FieldCause]:
     causes: list[FieldCause] = []
     raw_spec = pod.get("spec")
     spec: dict[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}

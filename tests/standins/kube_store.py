@@ -63,8 +63,18 @@ class ListResult:
 class Store:
     """All objects of all resource types, with the write rules of a real API server."""
 
-    def __init__(self, registry: ResourceRegistry, *, history_limit: int = 50_000) -> None:
+    def __init__(
+        self,
+        registry: ResourceRegistry,
+        *,
+        history_limit: int = 50_000,
+        indexed_labels: frozenset[str] = frozenset({"ray.io/cluster"}),
+    ) -> None:
         self.registry = registry
+        # `key=value` selectors on these labels are answered from an index instead of a scan, so that listing
+        # one cluster's pods stays cheap with thousands of clusters (the operator and rayops both do it).
+        self.indexed_labels = indexed_labels
+        self._label_index: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.history_limit = history_limit
@@ -98,9 +108,15 @@ class Store:
         limit: int | None = None,
         continue_token: str | None = None,
     ) -> ListResult:
+        indexed = next((r for r in labels if r.op == "=" and r.key in self.indexed_labels), None)
         with self.lock:
             rv = self._rv
-            entries = list(self._objects.get(rt.key, {}).items())
+            bucket = self._objects.get(rt.key, {})
+            if indexed is not None:
+                keys = self._label_index.get((rt.key, indexed.key, indexed.values[0]), set())
+                entries = [(k, bucket[k]) for k in keys]
+            else:
+                entries = list(bucket.items())
         start: tuple[str, str] | None = None
         if continue_token:
             try:
@@ -108,20 +124,22 @@ class Store:
                 start, rv = (state["ns"], state["name"]), int(state["rv"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise ApiError(400, f"continue key is not valid: {exc}") from exc
-        entries.sort(key=lambda kv: kv[0])
         extract = self.field_extractor(rt)
-        items = [
-            s
+        selected = [
+            (key, s)
             for key, s in entries
             if (namespace is None or key[0] == namespace)
             and (start is None or key > start)
             and labels_match(labels, s.obj)
             and fields_match(fields, s.obj, extract)
         ]
+        selected.sort(key=lambda kv: kv[0])
+        items = [s for _, s in selected]
         token, remaining = "", None
         if limit and len(items) > limit:
             last = items[limit - 1]
-            remaining = len(items) - limit
+            # A server can count what is left only when no selector filters the rest.
+            remaining = None if labels or fields else len(items) - limit
             state = {"rv": rv, "ns": last.namespace, "name": last.name}
             token = base64.urlsafe_b64encode(encode(state)).decode()
             items = items[:limit]
@@ -193,7 +211,7 @@ class Store:
         with self.lock:
             old = self.get(rt, namespace, name)
             new = self._merge_for_update(rt, old, body, subresource, from_patch=from_patch, force=force)
-            return self._finish_update(rt, old, new, dry_run=dry_run)
+            return self._finish_update(rt, old, new, dry_run=dry_run, subresource=subresource)
 
     def patch(
         self,
@@ -225,7 +243,7 @@ class Store:
                     + ("" if rt.is_custom else f", {STRATEGIC_PATCH}"),
                 )
             merged = self._merge_for_update(rt, old, new, subresource, from_patch=True, force=False)
-            return self._finish_update(rt, old, merged, dry_run=dry_run)
+            return self._finish_update(rt, old, merged, dry_run=dry_run, subresource=subresource)
 
     def delete(
         self,
@@ -304,7 +322,7 @@ class Store:
             old = self.get(rt, namespace, name)
             doc = old.copy()
             doc["status"] = status
-            return self._finish_update(rt, old, doc, dry_run=False)
+            return self._finish_update(rt, old, doc, dry_run=False, subresource="status")
 
     def compact(self) -> int:
         """Forget all watch history, so any watch from an older resourceVersion gets 410 Expired."""
@@ -459,10 +477,17 @@ class Store:
         return body
 
     def _finish_update(
-        self, rt: ResourceType, old: Stored, new: dict[str, Any], *, dry_run: bool, admit: bool = True
+        self,
+        rt: ResourceType,
+        old: Stored,
+        new: dict[str, Any],
+        *,
+        dry_run: bool,
+        admit: bool = True,
+        subresource: str = "",
     ) -> Stored:
         if admit:
-            self._admit(rt, new, old.obj)
+            self._admit(rt, new, old.obj, subresource)
         meta = new["metadata"]
         meta.pop("resourceVersion", None)
         if rt.has_generation and _content(new) != _content(old.obj):
@@ -480,10 +505,12 @@ class Store:
             return old if new == unchanged else Stored(new, encode(new), old.rv)
         return self._commit(rt, self._key(rt, old), new, old)
 
-    def _admit(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    def _admit(
+        self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, subresource: str = ""
+    ) -> None:
         causes = validate_metadata(obj["metadata"])
         if rt.admit is not None:
-            causes += rt.admit(obj, old)
+            causes += rt.admit(obj, old, subresource)
         if causes:
             raise rt.invalid(str(obj["metadata"].get("name", "")), causes)
 
@@ -510,6 +537,7 @@ class Store:
             event = WatchEvent(
                 self._rv, "ADDED" if old is None else "MODIFIED", stored, old.obj if old else None
             )
+        self._reindex(rt, key, old.obj if old else None, obj)
         hist = self._history.setdefault(rt.key, History())
         hist.rvs.append(event.rv)
         hist.events.append(event)
@@ -519,6 +547,20 @@ class Store:
             del hist.rvs[:cut], hist.events[:cut]
         self.changed.notify_all()
         return stored
+
+    def _reindex(
+        self, rt: ResourceType, key: tuple[str, str], old: dict[str, Any] | None, new: dict[str, Any] | None
+    ) -> None:
+        old_labels = ((old or {}).get("metadata") or {}).get("labels") or {}
+        new_labels = ((new or {}).get("metadata") or {}).get("labels") or {}
+        for label in self.indexed_labels:
+            before, after = old_labels.get(label), new_labels.get(label)
+            if before == after:
+                continue
+            if before is not None:
+                self._label_index.get((rt.key, label, before), set()).discard(key)
+            if after is not None:
+                self._label_index.setdefault((rt.key, label, after), set()).add(key)
 
     def _purge_namespace(self, namespace: str) -> None:
         for rt in self.registry.all():

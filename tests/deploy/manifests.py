@@ -7,7 +7,9 @@ per directory because several test modules look at the same overlay.
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -31,13 +33,27 @@ class KubectlMissing(RuntimeError):
     pass
 
 
+@functools.lru_cache(maxsize=1)
 def kubectl() -> str:
-    """The kubectl binary (it embeds kustomize); a missing one is an error, never a skip."""
+    """The kubectl binary (it embeds kustomize); missing or too old is an error, never a skip.
+
+    The overlays use kustomize v5 features (components, `labels`, replacements); Debian 12's own
+    `kubernetes-client` package is kubectl 1.20 with kustomize v2 and cannot render them.
+    """
     found = shutil.which("kubectl")
     if found is None:
         raise KubectlMissing(
-            "kubectl is required to render deploy/ (it embeds kustomize and works offline); "
-            "install it on this machine (see docs/deploy.md, 'Tests')"
+            "kubectl >= 1.27 is required to render deploy/ (it embeds kustomize v5 and works offline); "
+            "see docs/deploy.md, 'Tests'"
+        )
+    proc = subprocess.run(
+        [found, "version", "--client", "-o", "json"], capture_output=True, text=True, check=False
+    )
+    version = json.loads(proc.stdout or "{}").get("kustomizeVersion", "")
+    major = re.match(r"v(\d+)\.", version)
+    if major is None or int(major.group(1)) < 5:
+        raise KubectlMissing(
+            f"{found} embeds kustomize {version or 'unknown'}; deploy/ needs v5 (kubectl >= 1.27)"
         )
     return found
 

@@ -190,7 +190,8 @@ class DirectSource:
         out: list[ScrapeTarget] = []
         for path in self.sd_files:
             out.extend(read_file_sd(path, self.extra_labels))
-        return list(dict.fromkeys(out))
+        unique = {(t.address, tuple(sorted(t.labels.items()))): t for t in out}
+        return list(unique.values())
 
     def _scrape_one(self, target: ScrapeTarget, names: frozenset[str]) -> list[Series]:
         resp = self._session.get(
@@ -209,10 +210,11 @@ class DirectSource:
             self._incidents.fail("service discovery files", reason)
             return _Scrape(by=tuple(by), error=reason)
         self._incidents.ok("service discovery files")
-        jobs = {t: partial(self._scrape_one, t, names) for t in targets}
+        jobs = {i: partial(self._scrape_one, t, names) for i, t in enumerate(targets)}
         results = run_bounded(self._executor, jobs, self.http.timeout_s)
         scrape = _Scrape(by=tuple(by), requests=len(jobs))
-        for t, res in results.items():
+        for i, res in results.items():
+            t = targets[i]
             key = t.key(by)
             if key is None:
                 scrape.unmapped_targets.append(t.address)

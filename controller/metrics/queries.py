@@ -94,6 +94,10 @@ class Aggregate:
     numerator: tuple[Selector, ...]
     denominator: tuple[Selector, ...] = ()
     scale: float = 1.0
+    # For `sum`: a group that has series of this selector but none of the numerator's sums to 0.
+    # Ray stops exporting a `ray_tasks` state once nothing is in it, so "no pending series while
+    # the cluster reports ray_tasks" means 0 pending, not "no data".
+    zero_when: Selector | None = None
 
     @property
     def selectors(self) -> tuple[Selector, ...]:
@@ -101,13 +105,17 @@ class Aggregate:
 
     @property
     def metric_names(self) -> frozenset[str]:
-        return frozenset(s.metric for s in self.selectors)
+        extra = {self.zero_when.metric} if self.zero_when else set()
+        return frozenset(s.metric for s in self.selectors) | extra
 
     def promql(self, by: Sequence[str] = METRIC_MAPPING_LABELS) -> str:
         """The value query, aggregated `by` the given labels (the mapping labels by default)."""
         clause = f"by ({', '.join(by)})"
         if self.kind in ("avg", "sum"):
-            return f"{self.kind} {clause} ({self.numerator[0].promql()})"
+            expr = f"{self.kind} {clause} ({self.numerator[0].promql()})"
+            if self.zero_when is not None:
+                expr = f"{expr} or 0 * sum {clause} ({self.zero_when.promql()})"
+            return expr
         num = " + ".join(f"sum {clause} ({s.promql()})" for s in self.numerator)
         den = " + ".join(f"sum {clause} ({s.promql()})" for s in self.denominator)
         expr = f"({num}) / ({den})"
@@ -117,7 +125,8 @@ class Aggregate:
         """The oldest sample time of the main series per group: `timestamp()` on a plain selector
         returns when the sample was scraped (on any other expression it returns the evaluation time),
         which is what a staleness limit needs."""
-        return f"min by ({', '.join(by)}) (timestamp({self.numerator[0].promql()}))"
+        main = self.zero_when or self.numerator[0]
+        return f"min by ({', '.join(by)}) (timestamp({main.promql()}))"
 
     def evaluate(self, series: Iterable[tuple[str, Mapping[str, str], float]]) -> float | None:
         """The same arithmetic in Python over (metric name, labels, value) of one group's series."""
@@ -129,7 +138,7 @@ class Aggregate:
         if self.kind in ("avg", "sum"):
             vals = values(self.numerator[0])
             if not vals:
-                return None
+                return 0.0 if self.zero_when is not None and values(self.zero_when) else None
             total = math.fsum(vals)
             return total / len(vals) if self.kind == "avg" else total
         num_parts = [values(s) for s in self.numerator]
@@ -163,7 +172,9 @@ PHYSICAL_UTILIZATION: Mapping[str, Aggregate] = {
     ),
 }
 
-PENDING_TASKS = Aggregate("sum", (Selector("ray_tasks", (("State", PENDING_TASK_STATES),)),))
+PENDING_TASKS = Aggregate(
+    "sum", (Selector("ray_tasks", (("State", PENDING_TASK_STATES),)),), zero_when=Selector("ray_tasks")
+)
 
 
 def utilization_aggregate(resource: str | None) -> Aggregate:

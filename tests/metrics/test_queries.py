@@ -58,6 +58,7 @@ def test_other_resources_are_logical_use_from_ray_resources() -> None:
 def test_pending_tasks_sum_every_series_per_cluster() -> None:
     assert PENDING_TASKS.promql(CLUSTER_LABELS) == (
         'sum by (namespace, ray_io_cluster) (ray_tasks{State=~"PENDING_NODE_ASSIGNMENT|PENDING_ARGS_AVAIL"})'
+        " or 0 * sum by (namespace, ray_io_cluster) (ray_tasks)"
     )
     rows = [
         ("ray_tasks", {"State": "PENDING_NODE_ASSIGNMENT", "Source": "owner"}, 3.0),
@@ -66,6 +67,10 @@ def test_pending_tasks_sum_every_series_per_cluster() -> None:
         ("ray_tasks", {"State": "RUNNING", "Source": "executor"}, 5.0),
     ]
     assert PENDING_TASKS.evaluate(rows) == 3.0
+    # Ray drops a state's series once nothing is in it: other ray_tasks series mean 0 pending ...
+    assert PENDING_TASKS.evaluate([("ray_tasks", {"State": "FINISHED"}, 12.0)]) == 0.0
+    # ... and no ray_tasks at all means no data
+    assert PENDING_TASKS.evaluate([("ray_node_cpu_count", {}, 2.0)]) is None
 
 
 def test_no_series_and_zero_denominators_are_not_zero() -> None:

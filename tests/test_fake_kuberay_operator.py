@@ -226,6 +226,23 @@ def test_workers_to_delete_are_deleted_first_and_the_list_is_never_cleared(
     assert kube.pod_names("rc", "cpu") == [before[0], before[2]]
 
 
+def test_workers_to_delete_is_not_checked_against_the_group(
+    kube: Kube, kuberay_operator: FakeKubeRayOperator
+) -> None:
+    """KubeRay deletes each named pod by name in the namespace: a foreign pod named by mistake dies too."""
+    kube.create(cluster("rc", [group("cpu", 2), group("gpu", 1)]))
+    kube.create(cluster("other", [group("cpu", 1)]))
+    kuberay_operator.reconcile_all()
+    foreign = kube.pod_names("other", "cpu")[0]
+    set_workers(kube, "rc", 0, "cpu", 2, [foreign])
+    kuberay_operator.reconcile(NS, "rc")
+    assert kube.pod_names("other", "cpu") == []
+    assert len(kube.pod_names("rc", "cpu")) == 2  # this group's count was not lowered by the foreign delete
+    assert [(a.pod, a.reason) for a in kuberay_operator.actions if a.verb == "delete"] == [
+        (foreign, "workersToDelete")
+    ]
+
+
 def test_named_worker_with_unchanged_replicas_is_replaced(
     kube: Kube, kuberay_operator: FakeKubeRayOperator
 ) -> None:

@@ -167,6 +167,20 @@ def test_create_with_generate_name(api: Api) -> None:
     assert created["metadata"]["name"].startswith("rc-gen-") and len(created["metadata"]["name"]) == 12
 
 
+def test_dry_run_create_and_patch_store_nothing(api: Api) -> None:
+    preview: dict[str, Any] = api.co.create_namespaced_custom_object(
+        *RAY, api.ns, RC, cluster("rc-dry"), dry_run="All"
+    )
+    assert preview["metadata"]["name"] == "rc-dry" and preview["spec"]["workerGroupSpecs"][0]["maxReplicas"]
+    expect_error(404, "NotFound", lambda: api.get_rc("rc-dry"))
+    created = api.create_rc(cluster("rc-dry"))
+    patched: dict[str, Any] = api.co.patch_namespaced_custom_object(
+        *RAY, api.ns, RC, "rc-dry", {"spec": {"suspend": True}}, dry_run="All"
+    )
+    assert patched["spec"]["suspend"] is True
+    assert api.get_rc("rc-dry")["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+
+
 def test_duplicate_create_is_409_already_exists(api: Api) -> None:
     api.create_rc(cluster("rc-dup"))
     body = expect_error(409, "AlreadyExists", lambda: api.create_rc(cluster("rc-dup")))

@@ -1,12 +1,13 @@
 """A fake KubeRay operator that acts on the Kubernetes stand-in's store, so RayClusters get pods and status.
 
 The real operator cannot run here. This one reproduces what rayops observes and must cope with (ray-kuberay.md
-sections 2 and 3): per group, every pod named in `scaleStrategy.workersToDelete` is deleted first and the list
-is never cleared in the stored object; then pods = clamp(replicas, min, max) * numOfHosts, surplus pods being
-deleted (first in name order) only when in-tree autoscaling is off or `random_pod_delete` is set; `suspend`
-deletes every pod; status counts and conditions follow. It works in-process on the store, so its writes never
-show up in the audit log RBAC tests read, and it is deterministic: tests call `reconcile()`; `start()` adds a
-background loop for end-to-end tests. Object shapes (names, labels, env, IPs) live in `kuberay_objects.py`.
+sections 2 and 3): per group, every pod named in `scaleStrategy.workersToDelete` is deleted first (by name in
+the namespace, unchecked, as KubeRay does) and the list is never cleared in the stored object; then pods =
+clamp(replicas, min, max) * numOfHosts, surplus pods being deleted (first in name order) only when in-tree
+autoscaling is off or `random_pod_delete` is set; `suspend` deletes every pod; status counts and conditions
+follow. It works in-process on the store, so its writes never show up in the audit log RBAC tests read, and it
+is deterministic: tests call `reconcile()`; `start()` adds a background loop for end-to-end tests. Object
+shapes (names, labels, env, IPs) live in `kuberay_objects.py`.
 """
 
 from __future__ import annotations
@@ -129,16 +130,19 @@ class FakeKubeRayOperator:
                 self._delete_pod(pod, "unhealthy")
             return  # the real operator requeues: no creation in the same pass
         hosts = int(group.get("numOfHosts", 1))
-        named = set((group.get("scaleStrategy") or {}).get("workersToDelete") or [])
         if hosts > 1:
+            named = set((group.get("scaleStrategy") or {}).get("workersToDelete") or [])
             self._reconcile_multi_host(rc, group, pods, named, hosts)
             return
-        remaining = []
-        for pod in pods:
-            if pod.name in named:
-                self._delete_pod(pod, "workersToDelete")
-            else:
-                remaining.append(pod)
+        # Like KubeRay, delete each named pod by name in the namespace without checking that it belongs to
+        # this cluster or group: naming someone else's pod deletes it.
+        deleted: set[str] = set()
+        for pod_name in (group.get("scaleStrategy") or {}).get("workersToDelete") or []:
+            target = self.store.find(self.pod_rt, rc.namespace, pod_name)
+            if target is not None and pod_name not in deleted:
+                self._delete_pod(target, "workersToDelete")
+                deleted.add(pod_name)
+        remaining = [p for p in pods if p.name not in deleted]
         diff = desired_worker_pods(group) - len(remaining)
         for _ in range(diff):
             self._create_worker(rc, group)

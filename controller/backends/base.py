@@ -67,6 +67,24 @@ class ConflictError(BackendError):
     """Someone else changed the object between read and write; re-read and decide again."""
 
 
+class PersistentConflict(ConflictError):
+    """Someone else keeps changing the same fields (a notebook's `apply`, GitOps, another autoscaler).
+
+    Raised once when the fight is detected; the backend then stops writing those fields of that
+    cluster until `until` (apply returns `ApplyResult(backoff_until=...)` meanwhile), so the loop
+    reports one Conflict event instead of fighting every tick.
+    """
+
+    def __init__(self, message: str, fields: tuple[str, ...] = (), until: datetime | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields
+        self.until = until
+
+
+class UnsafeRemoval(BackendError):
+    """A decision would remove a worker not proven idle, or leave the victims to the operator's choice."""
+
+
 class BackendUnavailable(BackendError):
     """Transient: the API answered 5xx, timed out, or the local machine is out of capacity for now."""
 
@@ -88,6 +106,7 @@ class ManagedGroup:
     workers: tuple[Worker, ...] = ()
     pending_deletes: tuple[str, ...] = ()
     worker_resources: Mapping[str, float] = field(default_factory=lambda: {"CPU": 1.0})
+    num_of_hosts: int = 1  # pods per replica (KubeRay multi-host groups); workers are pods
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,7 @@ class ApplyResult:
     cluster: ClusterRef
     written: bool  # False when nothing needed writing (no API call was made)
     detail: str = ""
+    backoff_until: datetime | None = None  # set while writes are held back after a PersistentConflict
 
 
 class ScaleTarget(Protocol):
@@ -130,7 +150,9 @@ class ScaleTarget(Protocol):
         """Make the decisions real in one guarded write per cluster; no write when nothing changes.
 
         Owner mode: set `replicas` and name only the decision's idle workers for removal. Bounds mode:
-        set min/max only. Raises ConflictError, ModeRefused, BackendUnavailable.
+        set min/max only. Raises ConflictError (PersistentConflict once per fight), ModeRefused,
+        UnsafeRemoval (a named worker not idle, or victims left to the operator), GroupNotFound,
+        ClusterNotFound, BackendUnavailable.
         """
         ...
 

@@ -233,6 +233,19 @@ def prometheus(
         server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _prometheus_test_scope(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that stopped the shared Prometheus (fault injection) and failed before restarting it
+    does not leave it down for the next test."""
+    if "prometheus" not in request.fixturenames:
+        yield
+        return
+    server: PrometheusServer = request.getfixturevalue("prometheus")
+    yield
+    if not server.is_running():
+        server.start()
+
+
 @pytest.fixture
 def prometheus_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., PrometheusServer]]:
     """`prometheus_factory(sd_files, job_name="ray", scrape_interval_s=1.0)`; stopped at test end."""

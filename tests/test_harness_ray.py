@@ -65,6 +65,7 @@ def test_every_ray_listener_is_on_loopback(ray_cluster: RayTestCluster) -> None:
     assert {ip for ip, _ in listening} == {"127.0.0.1"}, sorted(listening)
 
 
+@pytest.mark.slow
 def test_worker_joins_runs_a_task_and_drains_away(ray_cluster: RayTestCluster) -> None:
     worker = ray_cluster.add_worker(num_cpus=1, num_gpus=1, resources={"rayops_accel": 2})
 

@@ -94,6 +94,29 @@ def test_managed_namespace_follows_its_parameters(tmp_path: Path) -> None:
     assert failures == {}
 
 
+def test_moc_overlay_follows_its_parameters(tmp_path: Path) -> None:
+    """Namespace and Route host edited where the overlay says, in a copy of deploy/."""
+    shutil.copytree(DEPLOY, tmp_path / "deploy", ignore=shutil.ignore_patterns("laptop"))
+    moc = tmp_path / "deploy" / "overlays" / "moc"
+    kustomization = moc / "kustomization.yaml"
+    kustomization.write_text(
+        kustomization.read_text().replace("\nnamespace: rayops\n", "\nnamespace: ai-ops\n", 1)
+    )
+    params = moc / "params.yaml"
+    params.write_text(
+        params.read_text().replace("rayops-slack.apps.example-moc-cluster.org", "bot.apps.moc.example")
+    )
+
+    objs = render(moc)
+    namespaced = [o for o in objs if o["kind"] not in ("ClusterRole", "ClusterRoleBinding")]
+    assert {o["metadata"]["namespace"] for o in namespaced} == {"ai-ops"}
+    route = next(o for o in objs if o["kind"] == "Route")
+    assert route["spec"]["host"] == "bot.apps.moc.example"
+    subjects = [s for o in objs if o["kind"].endswith("Binding") for s in o["subjects"]]
+    assert subjects and {s["namespace"] for s in subjects} == {"ai-ops"}
+    assert not any(o["metadata"]["name"] == "rayops-moc-params" for o in objs), "local-config, never applied"
+
+
 def test_every_yaml_object_under_deploy_is_validated() -> None:
     """Files that are not rendered by an overlay (ODH examples, Secret templates) are checked one by one."""
     checked = 0

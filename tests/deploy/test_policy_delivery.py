@@ -1,18 +1,20 @@
 """Policy delivery: the policy repository's kustomization yields the fixed-name ConfigMap the pods mount.
 
-The reload itself (kubelet's atomic `..data` symlink swap seen by the loader) is tested with the loader in
-tests/policy/; here: the name, namespace and shape of what the GitOps sync writes, against what the
-Deployments mount.
+The loader's own swap tests live in tests/policy/; here: the name, namespace and shape of what the GitOps
+sync writes, against what the Deployments mount, and the whole path once end to end (rendered ConfigMap,
+kubelet-style projection at RAYOPS_POLICY_DIR, the loader's reload).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from controller.policy.loader import PolicyStore, ReloadStatus
 from tests.deploy.manifests import DEPLOY, REPO, find, pod_templates, render, render_applied, settings
 
 TEMPLATE = DEPLOY / "policy-repo" / "kustomization.yaml"
@@ -80,3 +82,60 @@ def test_no_overlay_generates_or_ships_the_policy_configmap() -> None:
     """Policies come only from the policy repository's sync; an overlay writing them too would fight it."""
     for overlay in ("deploy/overlays/crc", "deploy/overlays/moc"):
         assert not [o for o in render_applied(overlay) if o["metadata"]["name"].startswith("rayops-policies")]
+
+
+def _kubelet_projection(root: Path, stamp: str, data: dict[str, str]) -> None:
+    """A ConfigMap volume update as the kubelet's atomic writer does it: new `..<timestamp>` directory,
+    `..data` swapped by one rename, visible files as symlinks through `..data`, old version removed."""
+    root.mkdir(parents=True, exist_ok=True)
+    old = os.readlink(root / "..data") if (root / "..data").is_symlink() else None
+    version = root / f"..{stamp}"
+    version.mkdir()
+    for key, text in data.items():
+        (version / key).write_text(text)
+    (root / "..data_tmp").symlink_to(version.name)
+    os.replace(root / "..data_tmp", root / "..data")
+    for entry in root.iterdir():
+        if not entry.name.startswith("..") and entry.name not in data:
+            entry.unlink()
+    for key in data:
+        if not (root / key).is_symlink():
+            (root / key).symlink_to(f"..data/{key}")
+    if old is not None:
+        shutil.rmtree(root / old)
+
+
+def test_the_pods_reload_the_synced_policies_without_a_restart(tmp_path: Path) -> None:
+    """End to end: the ConfigMap rendered from the policy repository, projected at RAYOPS_POLICY_DIR the way
+    the kubelet writes it, read by the loader the controller and the bot run; then two merged changes."""
+    repo, _ = _policy_repo(tmp_path)
+    (configmap,) = render(repo)
+    data: dict[str, str] = dict(configmap["data"])
+    policy_dir = settings(render_applied("deploy/overlays/crc"))["RAYOPS_POLICY_DIR"]
+    mount = tmp_path / "pod" / policy_dir.lstrip("/")
+    _kubelet_projection(mount, "2026_11_26_10_00_00.000000001", data)
+    store = PolicyStore(str(mount))
+    first = store.reload()
+    assert first.status is ReloadStatus.LOADED, [str(e) for e in first.errors]
+    assert first.current is not None
+    assert set(first.current.scaling_policies) >= {"cpu-default"}
+    cap = first.current.scaling_policies["cpu-default"].spec.max_replicas
+
+    key = next(k for k, v in data.items() if "name: cpu-default" in v and "kind: ScalingPolicy" in v)
+    data[key] = re.sub(r"(?m)^  maxReplicas: \d+$", f"  maxReplicas: {cap + 2}", data[key], count=1)
+    _kubelet_projection(mount, "2026_11_26_10_01_00.000000002", data)
+    changed = store.reload()
+    assert changed.status is ReloadStatus.LOADED
+    assert (
+        store.current is not None
+        and store.current.scaling_policies["cpu-default"].spec.max_replicas == cap + 2
+    )
+
+    data[key] = re.sub(r"(?m)^  maxReplicas: \d+$", "  maxReplicas: -1", data[key], count=1)
+    _kubelet_projection(mount, "2026_11_26_10_02_00.000000003", data)
+    refused = store.reload()
+    assert refused.status is ReloadStatus.REFUSED and refused.newly_invalid
+    assert (
+        store.current is not None
+        and store.current.scaling_policies["cpu-default"].spec.max_replicas == cap + 2
+    )

@@ -116,8 +116,11 @@ def _next_fire(trigger: CronTrigger, after: datetime | None, not_before: datetim
     return fire.astimezone(UTC)
 
 
+@lru_cache(maxsize=1024)
 def latest_fire(cron: str, timezone: str, duration: timedelta, now: datetime) -> datetime | None:
     """The most recent fire time `f` with `now - duration < f <= now`, in UTC; None if there is none.
+
+    Memoized: in one tick every group sharing a schedule asks the same question with the same `now`.
 
     One trigger call finds the earliest fire time in the window; the common case (a daily or weekly
     cron) then needs one more call to see that nothing later fired. Dense crons (every few minutes)

@@ -71,7 +71,7 @@ class GroupState:
             d["e"] = [[t - base, c] for t, c in self.events]
         if self.failures:
             d["f"] = self.failures
-        if self.buckets:
+        if self.buckets or self.bucket_ms:
             d["b"] = [self.bucket_ms, [list(b) for b in self.buckets]]
         return d
 

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 bash deploy/laptop/setup.sh
 echo "setup took $(( $(date +%s) - start )) s" >&2
+export PATH="$PWD/.venv/bin:$PATH"  # the venv's tools (and kubectl, where setup put one there) come first
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

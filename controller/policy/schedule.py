@@ -116,11 +116,19 @@ def _next_fire(trigger: CronTrigger, after: datetime | None, not_before: datetim
     return fire.astimezone(UTC)
 
 
-@lru_cache(maxsize=1024)
 def latest_fire(cron: str, timezone: str, duration: timedelta, now: datetime) -> datetime | None:
     """The most recent fire time `f` with `now - duration < f <= now`, in UTC; None if there is none.
 
     Memoized: in one tick every group sharing a schedule asks the same question with the same `now`.
+    The key is `now` in UTC: aware datetimes sharing a tzinfo compare and hash equal across a DST
+    fold (01:40 EDT == 01:40 EST), which would mix up the two instants.
+    """
+    return _latest_fire(cron, timezone, duration, now.astimezone(UTC))
+
+
+@lru_cache(maxsize=1024)
+def _latest_fire(cron: str, timezone: str, duration: timedelta, now: datetime) -> datetime | None:
+    """`latest_fire` for a UTC `now`.
 
     One trigger call finds the earliest fire time in the window; the common case (a daily or weekly
     cron) then needs one more call to see that nothing later fired. Dense crons (every few minutes)

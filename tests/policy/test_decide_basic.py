@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -221,3 +222,18 @@ def test_decision_time_is_now() -> None:
     decision, state = decide(make_policy(), observe(1), GroupState.empty(), at(30))
     assert decision.at == at(30)
     assert state.at_ms == int(at(30).timestamp() * 1000)
+
+
+def test_pin_expiry_compares_instants_not_wall_times() -> None:
+    ny = ZoneInfo("America/New_York")
+    # 01:50 EDT (fold 0) comes an hour before 01:10 EST (fold 1) on 2026-11-01
+    until = datetime(2026, 11, 1, 1, 50, tzinfo=ny)
+    now = datetime(2026, 11, 1, 1, 10, tzinfo=ny, fold=1)
+    policy = make_policy()
+    decision, _ = decide(
+        policy, observe(2, pin=ManualPin("workers", 5, until=until)), GroupState.empty(), now
+    )
+    assert decision.codes[0] == ReasonCode.MANUAL_PIN_EXPIRED
+    naive = ManualPin("workers", 5, until=datetime(2026, 6, 1, 13, 0))  # read as UTC
+    decision, _ = decide(policy, observe(2, pin=naive), GroupState.empty(), T0)
+    assert decision.target == 5

@@ -25,6 +25,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,16 +124,30 @@ def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
 
 
 def make_temp_dir(prefix: str = "rayops-", parent: str | Path | None = None) -> Path:
-    """A fresh, short temp dir for one Ray node (see MAX_TEMP_DIR_LEN for why short)."""
-    base = Path(parent) if parent is not None else Path("/tmp")
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
-    if len(str(path)) > MAX_TEMP_DIR_LEN:
-        path.rmdir()
+    """A fresh, short temp dir for one Ray node (see MAX_TEMP_DIR_LEN for why short).
+
+    The name is hex after the prefix (not `mkdtemp`'s alphabet, which may end in `_`): it doubles as
+    the node's Ray label value, which must end with a letter or digit.
+    """
+    base = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    if len(str(base / prefix)) + 10 > MAX_TEMP_DIR_LEN:
         raise LocalRayError(
-            f"temp dir {path} is longer than {MAX_TEMP_DIR_LEN} characters; Ray's socket paths under it "
-            "would exceed the Unix limit"
+            f"temp dirs under {base} would be longer than {MAX_TEMP_DIR_LEN} characters; Ray's socket "
+            "paths under them would exceed the Unix limit"
         )
-    return path
+    while True:
+        path = base / f"{prefix}{secrets.token_hex(5)}"
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return path
+
+
+def _label_value(name: str) -> str:
+    """`name` as a valid Ray (Kubernetes-style) label value."""
+    value = re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:63].strip("_.-")
+    return value or "node"
 
 
 @dataclass(frozen=True)
@@ -584,7 +601,7 @@ def start_head(
         tdir = temp_dir if temp_dir is not None else make_temp_dir("rayops-h-")
         tdir.mkdir(parents=True, exist_ok=True)
         ports = HeadPorts.allocate()
-        name = tdir.name
+        name = _label_value(tdir.name)
         args = [
             *_ray_start_command(),
             "--head",
@@ -623,6 +640,8 @@ def start_head(
             )
         except LocalRayError as e:
             last = e
+            if temp_dir is None:  # ours, and the error already carries the start log's tail
+                shutil.rmtree(tdir, ignore_errors=True)
             continue
         return LocalHead(
             pid=pid,
@@ -660,7 +679,7 @@ def start_worker(
         tdir = temp_dir if temp_dir is not None else make_temp_dir("rayops-w-")
         tdir.mkdir(parents=True, exist_ok=True)
         ports = WorkerPorts.allocate()
-        name = tdir.name
+        name = _label_value(tdir.name)
         args = [
             *_ray_start_command(),
             "--block",
@@ -690,6 +709,8 @@ def start_worker(
             )
         except LocalRayError as e:
             last = e
+            if temp_dir is None:  # ours, and the error already carries the start log's tail
+                shutil.rmtree(tdir, ignore_errors=True)
             continue
         return LocalWorker(
             pid=pid,

@@ -36,7 +36,7 @@ from typing import Any
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 
 from controller.domain import ClusterRef, GroupRef, Sample, SignalSpec, SignalType
-from controller.keys import METRIC_MAPPING_LABELS
+from controller.keys import METRIC_LABEL_NAMESPACE, METRIC_MAPPING_LABELS
 from controller.metrics.base import FetchResult, MetricTarget, Support, as_utc
 from controller.metrics.http import SERVICE_ACCOUNT_TOKEN, HttpSettings, describe_error, run_bounded
 from controller.metrics.incidents import IncidentLog
@@ -251,7 +251,8 @@ class PrometheusSource:
                 self._incidents.fail(incident, f"{failed[ns]} (query: {plan.query})")
             else:
                 self._incidents.ok(incident)
-                points.extend(answer)
+                # Tenancy: keep only the namespace asked for, in case a proxy did not filter.
+                points.extend(p for p in answer if ns is None or p.labels.get(METRIC_LABEL_NAMESPACE) == ns)
         index, unmapped = _index(points, plan)
         out: dict[tuple[str, ...], Sample] = {}
         missing: dict[str, list[str]] = {}

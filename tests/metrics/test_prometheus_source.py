@@ -310,3 +310,11 @@ def test_nan_values_never_become_numbers(prom: StubServer) -> None:
     sample = source(prom).fetch([MetricTarget(ref)], [QUEUE], NOW).get(ref, QUEUE)
     assert sample.value is None and not math.isnan(sample.value or 0.0)
     assert (sample.unavailable or "").startswith("NaN")
+
+
+def test_tenancy_keeps_only_the_namespace_asked_for(prom: StubServer) -> None:
+    a, b = GroupRef("team-a", "c1", "g"), GroupRef("team-b", "c2", "g")
+    prom.route("/api/v1/query", Reply(body=utilization_answer({a: 10.0, b: 20.0})))  # a proxy that ignores it
+    result = source(prom, tenancy=True).fetch([MetricTarget(a), MetricTarget(b)], [CPU], NOW)
+    assert len(prom.seen) == 2
+    assert result.get(a, CPU).value == 10.0 and result.get(b, CPU).value == 20.0

@@ -34,6 +34,16 @@ current count (BOUNDS_MODE_CAP): the cap comes down one step at a time as Ray re
 Signals and behavior are not evaluated in bounds mode; the target is the current count pulled into
 the written bounds.
 
+Where the issue left the choice open, the rules are in the module that applies them: pending
+demand counts workers in use + workers needed, utilization samples are percent, tolerance applies to
+ratio signals only, activation (KEDA's, strictly above) gates only 0 -> 1 (`signals.py`); omitted
+behavior fields take HPA's per-direction defaults, Percent is exact integer arithmetic
+(`behavior.py`); windows last elapsed time across DST, crontab weekday numbers (`schedule.py`);
+several schedules combine most-restrictive, caps beat floors (`bounds.py`); usage is charged as the
+current count over the gap since the last tick, in coarse buckets (`budget.py`); victims
+(`removal.py`); the state's size caps (`state.py`). Holds (pause, Kueue, in-tree) charge the budget
+but leave the stabilization history and the missing-data count as they were.
+
 State: scale events are recorded only for changes rayops makes itself and not in dry-run (nothing
 is applied then, and HPA's "count at period start = current - changes" would go wrong).
 Recommendations are recorded in dry-run too, so a dry-run shows what the live policy would do.
@@ -46,18 +56,19 @@ from datetime import UTC, datetime, timedelta
 
 from controller.domain import (
     Action,
-    Activity,
     Decision,
     GroupObservation,
     JSONScalar,
-    Reason,
+    ManualPin,
     ReasonCode,
 )
 from controller.policy import behavior, budget
-from controller.policy.bounds import EffectiveBounds, effective_bounds
+from controller.policy.bounds import EffectiveBounds, bounds_to_write, clamp, effective_bounds
 from controller.policy.model import ScalingPolicy
+from controller.policy.removal import protect
 from controller.policy.signals import evaluate, required_signals
 from controller.policy.state import GroupState
+from controller.policy.trail import Trail
 
 __all__ = ["decide", "required_signals"]
 
@@ -71,10 +82,10 @@ class _Run:
     policy: ScalingPolicy
     obs: GroupObservation
     now: datetime
-    reasons: list[Reason] = field(default_factory=list)
+    trail: Trail = field(default_factory=Trail)
 
-    def add(self, code: ReasonCode, message: str, **data: JSONScalar) -> None:
-        self.reasons.append(Reason(code, message, data))
+    def add(self, code: ReasonCode, message: str, /, **data: JSONScalar) -> None:
+        self.trail.add(code, message, **data)
 
     def decision(self, target: int, remove: tuple[str, ...] = (), **bounds: int | None) -> Decision:
         obs, spec = self.obs, self.policy.spec
@@ -88,7 +99,7 @@ class _Run:
             current=obs.current,
             target=target,
             action=action,
-            reasons=tuple(self.reasons),
+            reasons=tuple(self.trail.reasons),
             remove=remove,
             min_replicas=bounds.get("min_replicas"),
             max_replicas=bounds.get("max_replicas"),
@@ -113,11 +124,16 @@ def decide(
     bounds = effective_bounds(policy, state, now, now_ms)
     pin = _pin(run)
     if policy.spec.mode == "bounds":
-        return _bounds_mode(run, bounds, pin), state
+        low, high = bounds_to_write(obs, bounds, pin, run.trail)
+        return run.decision(max(obs.current, low), min_replicas=low, max_replicas=high), state
     if pin is not None:
-        run.add(ReasonCode.MANUAL_PIN, f"pinned to {pin} from chat", replicas=pin, **_pin_data(run))
-        target = _clamp(run, bounds, pin)
-        target, remove = _protect(run, target)
+        run.add(
+            ReasonCode.MANUAL_PIN,
+            f"pinned to {pin.replicas} from chat",
+            replicas=pin.replicas,
+            **_pin_data(pin),
+        )
+        target, remove = protect(obs, clamp(bounds, pin.replicas, run.trail), run.trail)
         return run.decision(target, remove), _record(run, state, target, now_ms)
     return _owner(run, bounds, state, now_ms)
 
@@ -153,7 +169,8 @@ def _holds(run: _Run) -> bool:
     return True
 
 
-def _pin(run: _Run) -> int | None:
+def _pin(run: _Run) -> ManualPin | None:
+    """This group's pin if it is still in force; an expired one is ignored, with a reason."""
     pin = run.obs.pin
     if pin is None or pin.group != run.obs.ref.group:
         return None
@@ -161,10 +178,11 @@ def _pin(run: _Run) -> int | None:
         run.add(
             ReasonCode.MANUAL_PIN_EXPIRED,
             "the manual count has expired; the policy decides again",
-            **_pin_data(run),
+            replicas=pin.replicas,
+            **_pin_data(pin),
         )
         return None
-    return pin.replicas
+    return pin
 
 
 def _utc(t: datetime) -> datetime:
@@ -173,9 +191,7 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-def _pin_data(run: _Run) -> dict[str, JSONScalar]:
-    pin = run.obs.pin
-    assert pin is not None
+def _pin_data(pin: ManualPin) -> dict[str, JSONScalar]:
     return {"until": pin.until.isoformat() if pin.until else None, "by": pin.by}
 
 
@@ -186,7 +202,7 @@ def _owner(run: _Run, bounds: EffectiveBounds, state: GroupState, now_ms: int) -
     tol_up = up.tolerance if up.tolerance is not None else spec.tolerance
     tol_down = down.tolerance if down.tolerance is not None else spec.tolerance
     outcome = evaluate(run.policy, obs, tol_up, tol_down)
-    run.reasons.extend(outcome.reasons)
+    run.trail.extend(outcome.reasons)
     proposal = outcome.proposal if outcome.proposal is not None else current
 
     failures = state.failures + 1 if outcome.unavailable else 0
@@ -232,8 +248,7 @@ def _owner(run: _Run, bounds: EffectiveBounds, state: GroupState, now_ms: int) -
         )
 
     value = _rate_limit(run, up, down, state, now_ms, value)
-    target = _clamp(run, bounds, value)
-    target, remove = _protect(run, target)
+    target, remove = protect(obs, clamp(bounds, value, run.trail), run.trail)
     return run.decision(target, remove), _record(run, state, target, now_ms)
 
 
@@ -273,122 +288,8 @@ def _rate_limit(
     return limited
 
 
-def _clamp(run: _Run, bounds: EffectiveBounds, value: int) -> int:
-    run.reasons.extend(bounds.reasons)
-    if value > bounds.high:
-        run.add(
-            ReasonCode.AT_MAX,
-            f"capped at {bounds.high} ({bounds.high_source})",
-            before=value,
-            after=bounds.high,
-            bound=bounds.high,
-            source=bounds.high_source,
-        )
-        return bounds.high
-    if value < bounds.low:
-        run.add(
-            ReasonCode.AT_MIN,
-            f"raised to the minimum {bounds.low} ({bounds.low_source})",
-            before=value,
-            after=bounds.low,
-            bound=bounds.low,
-            source=bounds.low_source,
-        )
-        return bounds.low
-    return value
-
-
-def _protect(run: _Run, target: int) -> tuple[int, tuple[str, ...]]:
-    """Apply the pending-delete rule and pick idle victims; never imply removing a busy worker."""
-    obs = run.obs
-    current = obs.current
-    if target >= current:
-        if target == current:
-            run.add(
-                ReasonCode.NO_CHANGE,
-                f"staying at {current}",
-                current=current,
-                min=obs.min_replicas,
-                max=obs.max_replicas,
-            )
-        return target, ()
-    if obs.pending_deletes:
-        run.add(
-            ReasonCode.BACKEND_CONVERGING,
-            f"{len(obs.pending_deletes)} earlier removal(s) not finished; no new scale-down yet",
-            before=target,
-            after=current,
-            pendingDeletes=len(obs.pending_deletes),
-        )
-        run.add(ReasonCode.NO_CHANGE, f"staying at {current}", current=current)
-        return current, ()
-    idle = sorted(
-        (w for w in obs.workers if w.activity == Activity.IDLE),
-        key=lambda w: (
-            w.ready,
-            w.started_at is None,
-            -w.started_at.timestamp() if w.started_at else 0.0,
-            w.name,
-        ),
-    )
-    wanted = current - target
-    if len(idle) < wanted:
-        run.add(
-            ReasonCode.BUSY_WORKERS_PROTECTED,
-            f"only {len(idle)} of the {wanted} workers to remove are idle",
-            before=target,
-            after=current - len(idle),
-            idle=len(idle),
-            busy=len(obs.workers) - len(idle),
-        )
-        target = current - len(idle)
-        if target == current:
-            run.add(ReasonCode.NO_CHANGE, f"staying at {current}", current=current)
-    return target, tuple(w.name for w in idle[:wanted])
-
-
 def _record(run: _Run, state: GroupState, target: int, now_ms: int) -> GroupState:
     if run.policy.spec.dry_run:
         return state
     up, down = behavior.effective(run.policy.spec.behavior)
     return behavior.record_change(state, behavior.longest_period(up, down), now_ms, target - run.obs.current)
-
-
-def _bounds_mode(run: _Run, bounds: EffectiveBounds, pin: int | None) -> Decision:
-    obs = run.obs
-    current = obs.current
-    run.reasons.extend(bounds.reasons)
-    low, high = bounds.low, bounds.high
-    if pin is not None:
-        pinned = min(max(pin, low), high)
-        run.add(
-            ReasonCode.MANUAL_PIN,
-            f"pinned to {pinned} from chat",
-            replicas=pin,
-            after=pinned,
-            **_pin_data(run),
-        )
-        low = high = pinned
-    if high < current:
-        run.add(
-            ReasonCode.BOUNDS_MODE_CAP,
-            f"maxReplicas stays at the current {current}, not {high}: it comes down as Ray retires "
-            "idle workers",
-            before=high,
-            after=current,
-        )
-        high = current
-    low = min(low, high)
-    if (low, high) != (obs.min_replicas, obs.max_replicas):
-        run.add(
-            ReasonCode.BOUNDS_SET,
-            f"bounds [{obs.min_replicas}, {obs.max_replicas}] -> [{low}, {high}]",
-            fromMin=obs.min_replicas,
-            fromMax=obs.max_replicas,
-            min=low,
-            max=high,
-        )
-    target = max(current, low)
-    if target == current and (low, high) == (obs.min_replicas, obs.max_replicas):
-        run.add(ReasonCode.NO_CHANGE, f"bounds stay [{low}, {high}]", current=current, min=low, max=high)
-    return run.decision(target, min_replicas=low, max_replicas=high)

@@ -215,7 +215,20 @@ def test_bounds_mode_raises_min_and_target() -> None:
     )
     assert (decision.min_replicas, decision.max_replicas, decision.target) == (3, 6, 3)
     assert decision.action == Action.UP
-    assert decision.codes == (ReasonCode.BOUNDS_SET,)
+    assert decision.codes == (ReasonCode.BOUNDS_SET, ReasonCode.AT_MIN)
+    # bounds already written, Ray not there yet: the reason is the floor, not a change of bounds
+    spec = {"mode": "bounds", "minReplicas": 3, "maxReplicas": 6}
+    decision, _ = run(spec, 1, {}, min_replicas=3, max_replicas=6)
+    assert decision.codes == (ReasonCode.AT_MIN,)
+    assert decision.target == 3
+
+
+def test_bounds_mode_pin_writes_min_and_max() -> None:
+    pin = ManualPin("workers", 4, by="bob")
+    decision, _ = run({"mode": "bounds", "minReplicas": 0, "maxReplicas": 6}, 6, {}, pin=pin)
+    assert (decision.min_replicas, decision.max_replicas) == (4, 6)  # max not below the current 6
+    assert decision.codes[:2] == (ReasonCode.MANUAL_PIN, ReasonCode.BOUNDS_MODE_CAP)
+    assert decision.reasons[0].data["by"] == "bob"
 
 
 def test_decision_time_is_now() -> None:

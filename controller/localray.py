@@ -53,12 +53,15 @@ __all__ = [
     "LocalWorker",
     "StopReport",
     "WorkerPorts",
+    "drain_idle",
     "find_node",
     "free_ports",
     "is_running",
+    "kill_marked",
     "list_nodes",
     "make_temp_dir",
     "node_processes",
+    "node_running",
     "running_head",
     "start_head",
     "start_worker",
@@ -377,6 +380,32 @@ def node_processes(node: LocalHead | LocalWorker) -> list[int]:
     return _node_processes(node.pid, node.temp_dir)
 
 
+def node_running(node: LocalHead | LocalWorker) -> bool:
+    """Whether the node's `ray start --block` process still runs (and is that node's, not a reused pid)."""
+    return is_running(node.pid) and _references(node.pid, node.temp_dir)
+
+
+def kill_marked(temp_dir: Path) -> list[int]:
+    """SIGKILL every live process carrying the marker of the node in `temp_dir`; returns what was hit.
+
+    For a node whose starter died before it learned the node's pid (a half-started node found by
+    another process): the marker is all that ties those processes to the node.
+    """
+    killed: list[int] = []
+    for _ in range(3):  # a dying parent may still fork; a few rounds catch stragglers
+        left = _node_processes(-1, temp_dir)
+        if not left:
+            break
+        for p in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGKILL)
+                killed.append(p)
+        time.sleep(0.2)
+    for p in killed:
+        _reap(p)
+    return sorted(set(killed))
+
+
 def _wait_exit(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while is_running(pid):
@@ -487,6 +516,24 @@ def wait_for_node(
         time.sleep(0.25)
 
 
+def drain_idle(gcs_address: str, node_id: str, message: str) -> tuple[bool, str]:
+    """Ask the GCS to drain an idle node for termination: `(accepted, rejection reason)`.
+
+    The raylet accepts an idle-termination drain only while nothing runs on the node, and then takes
+    no new work, so "is it idle?" and "stop sending it work" are one atomic step there; a removal
+    that checked activity a moment earlier cannot lose a task that landed since. A busy node answers
+    `(False, "... no longer idle.")`. This is the call `ray drain-node` and Ray's own autoscaler (v2)
+    make; it is not part of Ray's stable API, so it is imported here only.
+    """
+    import ray._raylet
+    from ray.core.generated import autoscaler_pb2
+
+    client = ray._raylet.GcsClient(address=gcs_address)  # type: ignore[attr-defined]
+    reason = autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_IDLE_TERMINATION")  # type: ignore[attr-defined]
+    accepted, rejection = client.drain_node(node_id, reason, message, 0)
+    return bool(accepted), str(rejection)
+
+
 # --------------------------------------------------------------------------- start / stop
 
 
@@ -507,6 +554,15 @@ def _whole(value: float, name: str) -> int:
     if value < 0 or value != int(value):
         raise ValueError(f"{name} must be a whole number >= 0, got {value}")
     return int(value)
+
+
+def _labels_arg(name: str, labels: Mapping[str, str] | None) -> str:
+    """`--labels`: the node's own name label plus the caller's (e.g. the cluster and group it serves)."""
+    pairs = {**(labels or {}), NODE_LABEL: name}
+    for k, v in pairs.items():
+        if "," in k + v or "=" in k + v:
+            raise ValueError(f"a node label cannot contain ',' or '=': {k}={v}")
+    return "--labels=" + ",".join(f"{k}={v}" for k, v in pairs.items())
 
 
 def _log_tail(path: Path, n: int = 40) -> str:
@@ -584,6 +640,7 @@ def start_head(
     num_cpus: float = 1,
     num_gpus: float = 0,
     resources: Mapping[str, float] | None = None,
+    labels: Mapping[str, str] | None = None,
     temp_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
     object_store_memory: int | None = None,
@@ -617,7 +674,7 @@ def start_head(
             f"--dashboard-agent-grpc-port={ports.dashboard_agent_grpc}",
             f"--runtime-env-agent-port={ports.runtime_env_agent}",
             f"--temp-dir={tdir}",
-            f"--labels={NODE_LABEL}={name}",
+            _labels_arg(name, labels),
             "--disable-usage-stats",
             *_resource_args(num_cpus, num_gpus, resources),
         ]
@@ -663,6 +720,7 @@ def start_worker(
     num_cpus: float = 1,
     num_gpus: float = 0,
     resources: Mapping[str, float] | None = None,
+    labels: Mapping[str, str] | None = None,
     temp_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
     object_store_memory: int | None = None,
@@ -690,7 +748,7 @@ def start_worker(
             f"--dashboard-agent-grpc-port={ports.dashboard_agent_grpc}",
             f"--runtime-env-agent-port={ports.runtime_env_agent}",
             f"--temp-dir={tdir}",
-            f"--labels={NODE_LABEL}={name}",
+            _labels_arg(name, labels),
             "--disable-usage-stats",
             *_resource_args(num_cpus, num_gpus, resources),
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -156,6 +157,20 @@ def test_free_ports_are_distinct_and_bindable() -> None:
     for port in ports[:3]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_temp_dirs_are_short_and_usable_as_ray_labels() -> None:
+    # Ray rejects a label value that does not end with a letter or digit, and a socket path over
+    # ~107 bytes; the node is named after its temp dir, and Ray nests sockets ~60 bytes under it.
+    dirs = [localray.make_temp_dir("rayops-t-") for _ in range(40)]
+    try:
+        for d in dirs:
+            assert re.fullmatch(r"rayops-t-[0-9a-f]{10}", d.name), d
+            assert len(str(d)) <= localray.MAX_TEMP_DIR_LEN
+        assert len(set(dirs)) == len(dirs)
+    finally:
+        for d in dirs:
+            d.rmdir()
 
 
 @pytest.mark.slow

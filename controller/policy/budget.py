@@ -1,11 +1,12 @@
 """Worker-hours and GPU-hours used over a rolling window, kept in coarse buckets in GroupState.
 
-Each tick charges `current workers x time since the last tick` (and GPUs per worker x the same) to
-the bucket holding `now`: the count seen now stands for the whole gap, which is the only count the
-function knows about. A gap longer than the longest window is charged as one window. Buckets are at
-least an hour and sized so the longest window spans at most ~48 of them; a bucket counts until it
-lies entirely before `now - window`, so the budget recovers at most one bucket late (conservative:
-never early). Usage is tracked only while the policy has a budget (its own or a schedule's).
+Each tick charges `current workers x time since the last tick` (and GPUs per worker x the same),
+in whole worker-seconds (GPU-seconds), to the bucket holding `now`: the count seen now stands for
+the whole gap, which is the only count the function knows about. A gap longer than the longest
+window is charged as one window. Buckets are at least an hour and sized so the longest window
+spans at most ~48 of them; a bucket counts until it lies entirely before `now - window`, so the
+budget recovers at most one bucket late (conservative: never early). Usage is tracked only while
+the policy has a budget (its own or a schedule's).
 """
 
 from __future__ import annotations
@@ -68,13 +69,13 @@ def accumulate(
     dt = 0 if state.at_ms <= 0 else min(max(0, now_ms - state.at_ms), longest)
     if dt > 0 and workers > 0:
         index = now_ms // size
-        worker_ms = workers * dt
-        gpu_ms = round(workers * gpus_per_worker * dt)
+        worker_s = round(workers * dt / 1000)
+        gpu_s = round(workers * gpus_per_worker * dt / 1000)
         if buckets and buckets[-1][0] == index:
             i, w, g = buckets[-1]
-            buckets = (*buckets[:-1], (i, w + worker_ms, g + gpu_ms))
+            buckets = (*buckets[:-1], (i, w + worker_s, g + gpu_s))
         else:
-            buckets = (*buckets, (index, worker_ms, gpu_ms))
+            buckets = (*buckets, (index, worker_s, gpu_s))
     first_visible = (now_ms - longest) // size  # buckets ending at or before now - longest are gone
     buckets = tuple(b for b in buckets if b[0] >= first_visible)[-MAX_BUCKETS:]
     return state.with_changes(bucket_ms=size, buckets=buckets)
@@ -97,16 +98,16 @@ def use(state: GroupState, budget: Budget, now_ms: int) -> BudgetUse:
     """Usage within `budget.window` ending at `now_ms`, from the buckets `accumulate` left."""
     win = window_ms(budget.window)
     size = state.bucket_ms
-    worker_ms = gpu_ms = 0
+    worker_s = gpu_s = 0
     if size > 0:
         for i, w, g in state.buckets:
             if (i + 1) * size > now_ms - win:
-                worker_ms += w
-                gpu_ms += g
+                worker_s += w
+                gpu_s += g
     return BudgetUse(
         window_ms=win,
-        worker_hours=worker_ms / _HOUR_MS,
-        gpu_hours=gpu_ms / _HOUR_MS,
+        worker_hours=worker_s / 3600,
+        gpu_hours=gpu_s / 3600,
         worker_limit=budget.worker_hours,
         gpu_limit=budget.gpu_hours,
     )

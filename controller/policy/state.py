@@ -8,7 +8,8 @@ nothing, and the simulator threads it from tick to tick. It must stay small what
   scale-down) instead of every recommendation: that is exact for a rolling min/max and usually holds
   a handful of entries;
 - scale events are signed replica changes (HPA only ever needs `added - deleted` over a period);
-- budget use is kept in coarse buckets (at least one hour, at most ~48 buckets per window);
+- budget use is kept in coarse buckets (at least one hour, at most ~48 buckets per window), in
+  whole worker-seconds and GPU-seconds;
 - every list has a hard cap; past it the two oldest entries are merged in the direction that keeps
   the function conservative (see `_merge_oldest`). With the caps below the JSON stays under 4 KB.
 
@@ -22,14 +23,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 # Hard caps on list lengths: they keep the annotation below 4 KB in the worst case.
-MAX_HISTORY = 48
-MAX_EVENTS = 48
+MAX_HISTORY = 40
+MAX_EVENTS = 40
 MAX_BUCKETS = 50
 
 Entry = tuple[int, int]  # (time in ms since the epoch, replicas or signed replica change)
-Bucket = tuple[int, int, int]  # (bucket index, worker-milliseconds, GPU-milliseconds)
+Bucket = tuple[int, int, int]  # (bucket index, worker-seconds, GPU-seconds)
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ class GroupState:
         if self.failures:
             d["f"] = self.failures
         if self.buckets or self.bucket_ms:
-            d["b"] = [self.bucket_ms, [list(b) for b in self.buckets]]
+            last = self.buckets[-1][0] if self.buckets else 0
+            d["b"] = [self.bucket_ms, last, [[i - last, w, g] for i, w, g in self.buckets]]
         return d
 
     def to_json(self) -> str:
@@ -93,7 +95,7 @@ class GroupState:
             def entries(key: str) -> tuple[Entry, ...]:
                 return tuple((base + int(t), int(r)) for t, r in d.get(key, ()))
 
-            bucket_ms, buckets = d.get("b", [0, []])
+            bucket_ms, last, buckets = d.get("b", [0, 0, []])
             return GroupState(
                 at_ms=base,
                 up_history=entries("u"),
@@ -101,7 +103,7 @@ class GroupState:
                 events=entries("e"),
                 failures=int(d.get("f", 0)),
                 bucket_ms=int(bucket_ms),
-                buckets=tuple((int(i), int(w), int(g)) for i, w, g in buckets),
+                buckets=tuple((int(last) + int(i), int(w), int(g)) for i, w, g in buckets),
             )
         except (KeyError, TypeError, ValueError):
             return GroupState.empty()

@@ -7,7 +7,7 @@ from datetime import timedelta
 from controller.domain import ReasonCode
 from controller.policy import budget
 from controller.policy.decide import decide
-from controller.policy.state import GroupState
+from controller.policy.state import MAX_BUCKETS, MAX_EVENTS, MAX_HISTORY, GroupState
 from tests.policy.conftest import T0, at, make_policy, observe, workers
 
 FAST = {"scaleUp": {"policies": []}, "scaleDown": {"policies": [], "stabilizationWindowSeconds": 0}}
@@ -115,3 +115,54 @@ def test_buckets_stay_few_for_long_windows() -> None:
     assert state.bucket_ms == 15 * 3_600_000  # 30 d / 48, rounded up to whole hours
     assert len(state.buckets) <= 49
     assert len(state.to_json()) < 4096
+
+
+def test_state_at_every_cap_stays_under_4_kb() -> None:
+    now = int(T0.timestamp() * 1000)
+    hour = 3_600_000
+    full = GroupState(
+        at_ms=now,
+        up_history=tuple((now - hour + 1 + i, 99_999) for i in range(MAX_HISTORY)),
+        down_history=tuple((now - hour + 1 + i, 99_999) for i in range(MAX_HISTORY)),
+        events=tuple((now - hour // 2 + 1 + i, -99_999) for i in range(MAX_EVENTS)),
+        failures=999,
+        bucket_ms=15 * hour,
+        # 2,000 workers with 8 GPUs each, all through every 15-hour bucket
+        buckets=tuple(
+            (now // (15 * hour) - i, 2000 * 15 * 3600, 16_000 * 15 * 3600) for i in range(MAX_BUCKETS)
+        ),
+    )
+    assert len(full.to_json()) < 4096
+    assert GroupState.from_json(full.to_json()) == full
+
+
+def test_caps_hold_when_every_tick_adds_history_and_an_event() -> None:
+    # a zigzag with falling highs and rising lows grows both stabilization queues; a scale event on
+    # every tick; the longest windows and periods; a 30-day GPU budget
+    rules = {
+        "stabilizationWindowSeconds": 3600,
+        "policies": [{"type": "Pods", "value": 10**6, "periodSeconds": 1800}],
+    }
+    policy = make_policy(
+        maxReplicas=2000,
+        signals=[{"name": "q", "type": "promql", "query": "q", "target": {"averageValue": 1}}],
+        behavior={"scaleUp": rules, "scaleDown": rules},
+        budget={"gpuHours": 10**9, "window": "30d"},
+    )
+    state = GroupState.empty()
+    largest = 0
+    # 100 ticks 4 h apart fill the budget buckets, then 200 ticks 15 s apart the queues and events
+    times = [T0 + timedelta(hours=4 * i) for i in range(100)]
+    times += [times[-1] + timedelta(seconds=15 * i) for i in range(1, 201)]
+    for i, now in enumerate(times):
+        current = 50 + i % 2
+        want = 1000 - i if i % 2 else i
+        obs = observe(
+            current, {"q": want}, workers=workers(idle=current), worker_resources={"CPU": 1.0, "GPU": 8.0}
+        )
+        _, state = decide(policy, obs, state, now)
+        largest = max(largest, len(state.to_json()))
+    assert len(state.up_history) == len(state.down_history) == MAX_HISTORY
+    assert len(state.events) == MAX_EVENTS
+    assert len(state.buckets) >= 25
+    assert largest < 4096

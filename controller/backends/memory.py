@@ -33,6 +33,7 @@ from controller.backends.base import (
     ClusterStatus,
     ConflictError,
     ConnectInfo,
+    GroupNotFound,
     GroupStatus,
     InvalidProfile,
     ManagedCluster,
@@ -458,6 +459,11 @@ class MemoryBackend:
             c = self._managed(cluster.ref)
             if cluster.version is not None and cluster.version != str(c.version):
                 raise ConflictError(f"{cluster.ref} changed since it was read; re-read and decide again")
+            missing = sorted({d.ref.group for d in decisions if not d.dry_run} - set(c.groups))
+            if missing:  # checked before any change, so a refused apply changes nothing (as elsewhere)
+                raise GroupNotFound(
+                    f"cluster {cluster.ref} has no worker group '{missing[0]}' (groups: {sorted(c.groups)})"
+                )
             changed = False
             for d in decisions:
                 if d.dry_run:

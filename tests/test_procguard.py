@@ -6,7 +6,9 @@ import subprocess
 import sys
 import time
 
-from tests.harness.procguard import processes_with_marker
+import pytest
+
+from tests.harness.procguard import _SIDS, _remember_sessions, processes_in_sessions, processes_with_marker
 
 
 def test_guard_finds_detached_child(session_marker: str) -> None:
@@ -22,3 +24,29 @@ def test_guard_finds_detached_child(session_marker: str) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert all(pid != proc.pid for pid, _ in processes_with_marker(session_marker))
+
+
+def test_guard_finds_a_renamed_process_by_its_session(
+    session_marker: str, pytestconfig: pytest.Config
+) -> None:
+    """A process whose environment no longer carries the marker (as after Ray's setproctitle) is
+    still found through the session of a marked process."""
+    proc = subprocess.Popen(["sh", "-c", "env -i sleep 60 & exec sleep 60"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        unmarked: list[int] = []
+        while time.monotonic() < deadline and not unmarked:
+            in_session = {pid for pid, _ in processes_in_sessions({proc.pid})}
+            marked = {pid for pid, _ in processes_with_marker(session_marker)}
+            unmarked = sorted(in_session - marked)
+            time.sleep(0.05)
+        assert unmarked, "the environment-less child should be invisible to the marker scan"
+        _remember_sessions(pytestconfig, session_marker)
+        assert proc.pid in pytestconfig.stash[_SIDS]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while processes_in_sessions({proc.pid}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_in_sessions({proc.pid}) == []

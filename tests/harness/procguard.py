@@ -2,8 +2,11 @@
 
 Every process started during the session inherits the environment variable below (it is set in this
 process before any fixture runs). Ray re-parents some helpers, such as `log_monitor`, to PID 1, so a
-parent/child walk misses them; the inherited environment does not. At the end of the session every
-process carrying this run's marker is reported, killed, and the run is marked failed.
+parent/child walk misses them; the inherited environment does not. Ray's agents rename themselves
+(setproctitle), which can overwrite the environment block too, so after every test the guard also
+remembers the session ids of marked processes (test code starts each Ray node in a session of its
+own): a renamed process is still found by its session. At the end of the session every process
+found either way is reported, killed, and the run is marked failed.
 """
 
 from __future__ import annotations
@@ -44,6 +47,51 @@ def processes_with_marker(token: str) -> list[tuple[int, str]]:
     return found
 
 
+def _session_id(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[3])
+
+
+def processes_in_sessions(sids: set[int]) -> list[tuple[int, str]]:
+    """(pid, command line) of every live, non-zombie process in one of these sessions."""
+    found: list[tuple[int, str]] = []
+    me = os.getpid()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == me:
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "Z" or int(fields[3]) not in sids:
+                continue
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError, ValueError):
+            continue
+        found.append((int(proc.name), cmd))
+    return found
+
+
+_SIDS = pytest.StashKey[set[int]]()
+
+
+def _remember_sessions(config: pytest.Config, token: str) -> None:
+    own = os.getsid(0)
+    sids = config.stash.setdefault(_SIDS, set())
+    for pid, _ in processes_with_marker(token):
+        sid = _session_id(pid)
+        if sid is not None and sid != own:
+            sids.add(sid)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    token = item.config.stash.get(_TOKEN, None)
+    if token is not None:
+        _remember_sessions(item.config, token)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     token = os.environ.get(MARKER_VAR) or uuid.uuid4().hex
     os.environ[MARKER_VAR] = token
@@ -62,7 +110,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     token = session.config.stash.get(_TOKEN, None)
     if token is None or hasattr(session.config, "workerinput"):
         return
-    survivors = processes_with_marker(token)
+    _remember_sessions(session.config, token)
+    found = dict(processes_with_marker(token))
+    found.update(processes_in_sessions(session.config.stash.get(_SIDS, set())))
+    survivors = sorted(found.items())
     if not survivors:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

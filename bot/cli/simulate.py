@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "simulate",
         help="Replay a demand trace through a policy and the baselines.",
-        description="Replay a demand trace through policies (the controller's own decision function) and "
-        "the baselines static-peak, ray-like, hpa-like and oracle; report cost against queue wait.",
+        description="Replay a demand trace through policies (the controller's own decision function)\n"
+        "and the baselines static-peak, ray-like, hpa-like and oracle; report cost against queue wait.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

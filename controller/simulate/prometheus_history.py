@@ -79,7 +79,10 @@ def fetch_levels(
     from requests.exceptions import RequestException
     from urllib3.util.retry import Retry
 
-    prom = PrometheusConnect(url=url.rstrip("/"), disable_ssl=True, retry=Retry(total=0), timeout=timeout_s)  # type: ignore[arg-type]
+    # no retries: a Prometheus that is down should be reported at once, not after a back-off
+    prom = PrometheusConnect(
+        url=url.rstrip("/"), disable_ssl=True, retry=Retry(total=0), timeout=round(timeout_s)
+    )
     out: dict[float, float] = {}
     chunk = timedelta(seconds=step_s * MAX_POINTS)
     at = start

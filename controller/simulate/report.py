@@ -162,9 +162,10 @@ class Report:
     def header_lines(self) -> list[str]:
         t = self.trace
         m = self.model
+        span = t["span_s"]
+        hours = span / 3600 if isinstance(span, int | float) else 0.0
         lines = [
-            f"trace {t['name']} ({t['source']}): {t['tasks']} tasks over {float(t['span_s']) / 3600:.2f} h "  # type: ignore[arg-type]
-            f"from {t['start']}",
+            f"trace {t['name']} ({t['source']}): {t['tasks']} tasks over {hours:.2f} h from {t['start']}",
             "model: "
             + ", ".join(f"{k}={v}" for k, v in m.items() if v is not None and k != "idle_removal")
             + ", idle worker removal immediate once decided",

@@ -142,3 +142,15 @@ def test_baseline_controllers_directly() -> None:
     # window) with the worker removed at 210: ready 30-210 = 180 s
     assert run.ready_seconds == pytest.approx(180)
     assert run.waits == [30, 90]
+
+
+def test_gpu_tasks_get_1_gpu_workers_and_gpu_hours() -> None:
+    """Two 60 s tasks needing 1 CPU and 1 GPU: the default worker shape becomes 1 CPU + 1 GPU, and
+    GPU-hours are worker-hours x 1 GPU."""
+    rep = results("timestamp,tasks,duration_s,cpus,gpus\n0,2,60,1,1\n299,0,1,1,0\n")
+    assert rep.model["worker_gpus"] == 1.0
+    for name, worker_s in (("oracle", 120), ("static-peak", 600), ("ray-like", 240)):
+        r = rep.result(name)
+        assert (r.worker_hours * 3600, r.gpu_hours * 3600) == pytest.approx((worker_s, worker_s))
+    cpu_only = results(TWO_AT_ZERO)
+    assert cpu_only.result("static-peak").gpu_hours == 0.0

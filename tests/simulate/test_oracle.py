@@ -9,6 +9,7 @@ least the work itself (sum of task size x duration), a bound that holds whatever
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -84,8 +85,8 @@ def test_hand_traces(policies: list[ScalingPolicy], text: str, startup: float) -
         lambda: long_idle(2, active_min=10, idle_h=0.5),
     ],
 )
-def test_synthetic_traces(policies: list[ScalingPolicy], make: object) -> None:
-    tr = make()  # type: ignore[operator]
+def test_synthetic_traces(policies: list[ScalingPolicy], make: Callable[[], Trace]) -> None:
+    tr = make()
     model = Model(max_replicas=40)
     assert_oracle_unbeaten(simulate(tr, policies, model), tr, model)
 

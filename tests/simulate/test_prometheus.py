@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import socket
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -105,7 +106,7 @@ def test_a_prometheus_that_is_down_is_a_clear_error() -> None:
         ({"cluster": "nope"}, "expected NAMESPACE/NAME"),
     ],
 )
-def test_bad_options(kwargs: dict[str, str], what: str) -> None:
+def test_bad_options(kwargs: dict[str, Any], what: str) -> None:
     with pytest.raises(SimulationInputError, match=what):
         ph.trace_from_prometheus("http://127.0.0.1:1", START, START + timedelta(seconds=90), **kwargs)
     with pytest.raises(SimulationInputError, match="is not after"):

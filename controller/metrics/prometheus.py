@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -65,14 +66,13 @@ def parse_vector(result: Any) -> list[SeriesPoint]:
         raise ValueError(f"result is {type(result).__name__}, not a vector")
     points = []
     for item in result:
-        if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
+        labels = item.get("metric") if isinstance(item, dict) else None
+        if not isinstance(labels, dict):
             raise ValueError("a result item has no metric labels")
         pair = item.get("value")
-        if not isinstance(pair, list | tuple) or len(pair) != 2:
+        if not isinstance(pair, list) or len(pair) != 2:
             raise ValueError("a result item has no [time, value] pair (not an instant vector?)")
-        points.append(
-            SeriesPoint({str(k): str(v) for k, v in item["metric"].items()}, float(pair[1]), float(pair[0]))
-        )
+        points.append(SeriesPoint(labels, float(pair[1]), float(pair[0])))
     return points
 
 
@@ -320,12 +320,21 @@ class _HttpStatusError(Exception):
 def _index(points: Sequence[SeriesPoint], plan: _Plan) -> tuple[dict[tuple[str, ...], _Found], int]:
     index: dict[tuple[str, ...], _Found] = {}
     unmapped = 0
+    key_of = itemgetter(*plan.by)
     for p in points:
-        if any(not p.labels.get(label) for label in plan.by):
+        try:
+            key = key_of(p.labels)
+        except KeyError:
             unmapped += 1
             continue
-        key = tuple(p.labels[label] for label in plan.by)
-        found = index.setdefault(key, _Found([]))
+        if not isinstance(key, tuple):
+            key = (key,)
+        if not all(key):
+            unmapped += 1
+            continue
+        found = index.get(key)
+        if found is None:
+            found = index[key] = _Found([])
         if plan.with_time and p.labels.get(PART_LABEL) == "time":
             found.sample_time = p.value if math.isfinite(p.value) else None
         else:

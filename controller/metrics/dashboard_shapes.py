@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.domain import Activity, NodeActivity
-from controller.metrics.demand import DemandKind, ShapeDemand, normalize_shape, placement_group_shapes
+from controller.metrics.demand import ShapeDemand, normalize_shape, placement_group_shapes
 
 __all__ = [
     "DashboardError",
@@ -306,8 +306,3 @@ def classify_nodes(
             )
         )
     return tuple(out)
-
-
-def demand_shapes(report: DemandReport) -> Sequence[ShapeDemand]:
-    """Task demand first, then placement-group demand (stable order for logs)."""
-    return sorted(report.demand, key=lambda d: (d.kind != DemandKind.TASK, d.shape))

@@ -17,8 +17,10 @@ Owner mode (rayops writes `replicas` and names the workers to remove), in order:
    the current count.
 6. Missing data: `hold` (default) never goes below the current count while any required signal is
    unavailable, but scales up on the available ones (HPA's rule). `fallback` does the same until
-   `afterFailures` consecutive ticks with missing data, then proposes `replicas`; the proposal then
-   goes through behavior, bounds and the busy-worker rule like any other.
+   `afterFailures` consecutive ticks with missing data, then proposes `replicas`, or more if the
+   signals that do have data ask for more (KEDA: the failing trigger reports the fallback count and
+   the HPA takes the max); the proposal then goes through behavior, bounds and the busy-worker rule
+   like any other.
 7. Stabilization, then rate policies (see `behavior.py`).
 8. Bounds clamp (AT_MIN / AT_MAX, after SCHEDULE / BUDGET saying what is in force). Bounds beat the
    missing-data hold: a schedule's night cap or an exhausted budget still lowers the count.
@@ -211,15 +213,18 @@ def _owner(run: _Run, bounds: EffectiveBounds, state: GroupState, now_ms: int) -
         missing = spec.on_missing_data
         if missing.action == "fallback" and failures >= missing.after_failures:
             assert missing.replicas is not None
+            # KEDA: the failing triggers report the fallback count, the HPA takes the max with the rest
+            after = missing.replicas if outcome.proposal is None else max(missing.replicas, outcome.proposal)
             run.add(
                 ReasonCode.FALLBACK,
                 f"data missing for {failures} ticks: falling back to {missing.replicas}",
                 before=proposal,
-                after=missing.replicas,
+                after=after,
+                replicas=missing.replicas,
                 failures=failures,
                 afterFailures=missing.after_failures,
             )
-            proposal = missing.replicas
+            proposal = after
         elif proposal < current:
             run.add(
                 ReasonCode.METRICS_UNAVAILABLE,

@@ -164,3 +164,14 @@ def test_starting_workers_count_as_zero_utilization_when_scaling_up() -> None:
     assert decision.target == 4
     decision = once({"signals": [UTIL]}, 4, {"cpu": 150}, ready=2)
     assert decision.target == 6
+
+
+def test_fallback_is_a_floor_for_the_signals_that_still_have_data() -> None:
+    policy = make_policy(
+        signals=[QUEUE, UTIL], behavior=FAST, onMissingData={"action": "fallback", "replicas": 2}
+    )
+    obs = observe(4, {"queue": None, "cpu": 100}, workers=workers(idle=4))
+    decision, _ = decide(policy, obs, GroupState.empty(), T0)
+    assert decision.target == 8  # utilization still asks for 8
+    fallback = next(r for r in decision.reasons if r.code == RC.FALLBACK)
+    assert (fallback.data["replicas"], fallback.data["after"]) == (2, 8)

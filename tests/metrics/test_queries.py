@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import pytest
 
@@ -15,12 +16,14 @@ from controller.metrics.queries import (
     utilization_aggregate,
 )
 
+Row = tuple[str, Mapping[str, str], float]
+
 
 def test_cpu_utilization_is_a_mean_by_the_mapping_labels() -> None:
     agg = utilization_aggregate("CPU")
     assert agg.promql() == "avg by (namespace, ray_io_cluster, ray_io_group) (ray_node_cpu_utilization)"
     assert METRIC_MAPPING_LABELS == ("namespace", "ray_io_cluster", "ray_io_group")
-    rows = [("ray_node_cpu_utilization", {}, 20.0), ("ray_node_cpu_utilization", {}, 60.0)]
+    rows: list[Row] = [("ray_node_cpu_utilization", {}, 20.0), ("ray_node_cpu_utilization", {}, 60.0)]
     assert agg.evaluate(rows) == 40.0
 
 
@@ -30,7 +33,11 @@ def test_memory_and_gpu_memory_are_percent_ratios() -> None:
         "100 * (sum by (namespace, ray_io_cluster, ray_io_group) (ray_node_mem_used)) / "
         "(sum by (namespace, ray_io_cluster, ray_io_group) (ray_node_mem_total))"
     )
-    rows = [("ray_node_mem_used", {}, 1.0), ("ray_node_mem_total", {}, 4.0), ("ray_node_mem_used", {}, 1.0)]
+    rows: list[Row] = [
+        ("ray_node_mem_used", {}, 1.0),
+        ("ray_node_mem_total", {}, 4.0),
+        ("ray_node_mem_used", {}, 1.0),
+    ]
     rows.append(("ray_node_mem_total", {}, 4.0))
     assert mem.evaluate(rows) == 25.0
     gram = utilization_aggregate("GPU_memory")

@@ -195,6 +195,7 @@ def _one(
         target = sig.target.average_utilization
         assert target is not None
         data["target"] = target
+        data["targetType"] = "averageUtilization"
         reference = obs.ready if 0 < obs.ready < current else current
         ratio = value / target
         data["ratio"] = round(ratio, 6)
@@ -203,7 +204,8 @@ def _one(
     assert isinstance(sig, PromQLSignal)
     if sig.target.average_value is not None:
         avg = sig.target.average_value
-        data["averageValue"] = avg
+        data["target"] = avg
+        data["targetType"] = "averageValue"
         raw = math.ceil(value / avg)
         if current > 0:
             ratio = value / (avg * current)
@@ -213,7 +215,8 @@ def _one(
         return raw, raw, f"{value:g} total / {avg:g} per worker"
     target_value = sig.target.value
     assert target_value is not None
-    data["targetValue"] = target_value
+    data["target"] = target_value
+    data["targetType"] = "value"
     if current == 0:
         return 1, 1, f"{value:g} active at 0 workers"
     ratio = value / target_value

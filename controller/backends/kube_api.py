@@ -8,7 +8,8 @@ Everything else in rayops goes through `KubeApi`, so three things hold in one pl
   object; 401/403 are `Forbidden`; 429, 5xx, timeouts and connection failures are retried with
   exponential backoff (honouring `Retry-After`) and then become `BackendUnavailable`. Every write rayops
   makes is safe to repeat after a lost answer (creates are checked by the caller, patches carry `test`
-  ops or preconditions), so writes are retried too.
+  ops or preconditions), so writes are retried too; a create only when the server surely did not act
+  (429, or never reached): otherwise the caller reads back whether the object exists.
 - **Every request has a timeout** (connect, read); no call can hang a reconcile tick.
 - **No credential reaches a log line or an error message**: messages are built from the verb, the
   resource and the server's Status message only, never from the client configuration or `str()` of a
@@ -419,6 +420,8 @@ class KubeApi:
                 cause = exc
             if not isinstance(error, BackendUnavailable) or attempt == self.retry.attempts:
                 raise error from cause
+            if op.verb == "create" and not _surely_unprocessed(cause):
+                raise error from cause  # it may have been created: the caller reads back, not retries
             delay = min(self.retry.max_delay_s, self.retry.base_delay_s * 2 ** (attempt - 1))
             delay *= 0.5 + random.random() / 2  # jitter, so many clients do not retry in step
             if retry_after is not None:
@@ -506,6 +509,14 @@ def _retry_after(exc: ApiException) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None  # an HTTP-date Retry-After: fall back to our own backoff
+
+
+def _surely_unprocessed(exc: BaseException) -> bool:
+    """Failures after which the server cannot have acted: told to slow down (429), or never reached."""
+    if isinstance(exc, ApiException):
+        return exc.status == 429
+    inner = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    return isinstance(inner, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
 
 
 def _transport_problem(exc: BaseException) -> str:

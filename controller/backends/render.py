@@ -95,7 +95,8 @@ def _worker_start_params(group: WorkerGroupProfile) -> dict[str, str]:
         params["num-gpus"] = str(group.gpu)
     if group.ray_resources:
         # KubeRay passes the value to `ray start --resources` verbatim, so it carries its own quotes.
-        params["resources"] = json.dumps(json.dumps(group.ray_resources, sort_keys=True))
+        amounts = {k: int(v) if float(v).is_integer() else v for k, v in group.ray_resources.items()}
+        params["resources"] = json.dumps(json.dumps(amounts, sort_keys=True))
     return params
 
 

@@ -23,6 +23,8 @@ _PATTERNS: tuple[re.Pattern[str], ...] = (
     # Matrix: Synapse access tokens (syt_<user>_<random>_<crc>) and MAS tokens (mat_, mct_).
     re.compile(r"\bsy[a-z]_[A-Za-z0-9_]{8,}"),
     re.compile(r"\bm[ac]t_[A-Za-z0-9_]{8,}"),
+    # JSON Web Tokens (Kubernetes service-account and OIDC tokens: the notebook path).
+    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}"),
     # HTTP credentials anywhere in text.
     re.compile(r"(?i)\bauthorization\s*[:=]\s*[^\r\n]+"),
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{6,}"),

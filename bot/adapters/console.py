@@ -36,6 +36,7 @@ class ConsoleAdapter:
         self.prompt = prompt
         self._stopped = asyncio.Event()
         self._write_lock = threading.Lock()
+        self._at_prompt = False  # waiting for input: a notification must re-show the prompt
 
     def _write(self, text: str) -> None:
         with self._write_lock:
@@ -68,6 +69,7 @@ class ConsoleAdapter:
         )
         while not self._stopped.is_set():
             self._write(self.prompt)
+            self._at_prompt = True
             get = asyncio.ensure_future(lines.get())
             stop = asyncio.ensure_future(self._stopped.wait())
             done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -75,6 +77,7 @@ class ConsoleAdapter:
                 get.cancel()
                 break
             stop.cancel()
+            self._at_prompt = False
             line = get.result()
             if line is None:
                 self._write("\n")
@@ -98,4 +101,7 @@ class ConsoleAdapter:
     async def post_notification(self, notification: Notification) -> None:
         tag = "devops" if notification.to.kind is DestinationKind.CHANNEL else "notice"
         body = to_text(notification.reply).replace("\n", "\n  ")
-        self._write(f"\n[{tag}] {body}\n{self.prompt}")
+        if self._at_prompt:  # between prompts: on a fresh line, then the prompt again
+            self._write(f"\n[{tag}] {body}\n{self.prompt}")
+        else:  # caused by the command being answered: before its answer
+            self._write(f"[{tag}] {body}\n")

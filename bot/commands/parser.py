@@ -37,7 +37,7 @@ _DNS = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _COUNT = re.compile(r"^[0-9]{1,7}$")
 _OPTION = re.compile(r"^(?:--?)?([A-Za-z][A-Za-z0-9_-]{0,30})=(.*)$", re.DOTALL)
 _PREFIXES = ("ray", "/ray", "!ray")
-_DOUBLE_QUOTES = {"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"'}
+_DOUBLE_QUOTES = {"\u201c": '"', "\u201d": '"', "\u201e": '"'}  # what chat clients "smarten" " into
 
 Value = str | int | timedelta
 
@@ -111,7 +111,8 @@ def quote(text: str) -> str:
     """Quote free text so that `tokenize` gives it back as one word."""
     if text and not any(c.isspace() or c in "\"'\\" + "".join(_DOUBLE_QUOTES) for c in text):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    specials = set('"\\') | set(_DOUBLE_QUOTES)
+    return '"' + "".join("\\" + c if c in specials else c for c in text) + '"'
 
 
 def tokenize(text: str) -> list[str] | ParseError:
@@ -134,9 +135,8 @@ def tokenize(text: str) -> list[str] | ParseError:
         elif c in "\"'":
             quote_char, quote_start, in_word = c, i, True
         elif c == "\\":
-            if i + 1 < n:
-                i += 1
-                current.append(text[i])
+            i += 1
+            current.append(text[i] if i < n else "\\")  # a trailing backslash is itself
             in_word = True
         elif c.isspace():
             if in_word:

@@ -239,6 +239,7 @@ class MemoryBackend:
                 dict(labels or {}),
                 dict(annotations or {}),
                 self._clock(),
+                in_tree_autoscaling=in_tree_autoscaling,
             )
 
     def exists(self, ref: ClusterRef) -> bool:

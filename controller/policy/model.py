@@ -446,7 +446,7 @@ class Subject(Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Subject:
-        given = [k for k in SUBJECT_KINDS if getattr(self, _snake(k)) is not None]
+        given = [k for k in SUBJECT_KINDS if getattr(self, _SNAKE[k]) is not None]
         if len(given) != 1:
             raise PolicyValueError(
                 "a subject names exactly one identity",
@@ -458,17 +458,16 @@ class Subject(Strict):
     @property
     def kind(self) -> str:
         """The camelCase key given (`slackUser`...)."""
-        return next(k for k in SUBJECT_KINDS if getattr(self, _snake(k)) is not None)
+        return next(k for k in SUBJECT_KINDS if getattr(self, _SNAKE[k]) is not None)
 
     @property
     def value(self) -> str:
-        v = getattr(self, _snake(self.kind))
+        v = next(getattr(self, _SNAKE[k]) for k in SUBJECT_KINDS if getattr(self, _SNAKE[k]) is not None)
         assert isinstance(v, str)
         return v
 
 
-def _snake(camel: str) -> str:
-    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel)
+_SNAKE = {k: re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), k) for k in SUBJECT_KINDS}
 
 
 class AccessLimits(Strict):

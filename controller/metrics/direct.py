@@ -178,6 +178,8 @@ class DirectSource:
     def pending_tasks(self, clusters: Collection[ClusterRef], now: datetime) -> dict[ClusterRef, Sample]:
         now = as_utc(now)
         refs = list(dict.fromkeys(clusters))
+        if not refs:
+            return {}
         scrape = self._scrape(PENDING_TASKS.metric_names, CLUSTER_LABELS)
         keys = [(c.namespace, c.name) for c in refs]
         self._report(scrape, "pending tasks", keys)

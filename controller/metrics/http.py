@@ -70,6 +70,9 @@ class HttpSettings:
     ca_bundle: str | None = None
     verify: bool = True
     pool_size: int = 16
+    # Proxies, netrc and CA variables from the environment are ignored unless asked for: the URLs
+    # are in-cluster Services or loopback, and a stray HTTP_PROXY must not reroute them.
+    trust_env: bool = False
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
@@ -104,7 +107,7 @@ class HttpSettings:
         adapter = HTTPAdapter(max_retries=self.retry(), pool_connections=4, pool_maxsize=self.pool_size)
         s.mount("http://", adapter)
         s.mount("https://", adapter)
-        s.trust_env = False  # no proxies from the environment: the URLs are in-cluster or loopback
+        s.trust_env = self.trust_env
         return s
 
     def headers(self, tokens: TokenSource) -> dict[str, str]:

@@ -182,6 +182,8 @@ class PrometheusSource:
             else:
                 for r in refs:
                     samples[r][spec] = Sample.missing(f"not supported: {support.reason}", SOURCE)
+        if not refs:
+            return FetchResult(samples=samples)
         namespaces = self._namespaces(r.namespace for r in refs)
         answers = self._run(
             {(spec, ns): plan.query for spec, plan in plans.items() for ns in namespaces}, now
@@ -198,6 +200,8 @@ class PrometheusSource:
     def pending_tasks(self, clusters: Collection[ClusterRef], now: datetime) -> dict[ClusterRef, Sample]:
         now = as_utc(now)
         refs = list(dict.fromkeys(clusters))
+        if not refs:
+            return {}
         namespaces = self._namespaces(c.namespace for c in refs)
         plan = _Plan(_combined(PENDING_TASKS, CLUSTER_LABELS), CLUSTER_LABELS, with_time=True)
         answers = self._run({("pending tasks", ns): plan.query for ns in namespaces}, now)

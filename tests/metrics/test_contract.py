@@ -160,3 +160,9 @@ def test_no_targets_and_naive_now(driver: Driver, tmp_path: Path) -> None:
         s = setup.source.fetch(setup.targets, [setup.supported], naive).get(REF, setup.supported)
         assert s.available and s.at is not None and s.at.tzinfo is not None
         assert datetime(2000, 1, 1, tzinfo=UTC) < s.at
+
+
+@pytest.mark.parametrize("driver", NETWORKED.values(), ids=NETWORKED.keys())
+def test_no_targets_means_no_requests(driver: Driver, tmp_path: Path) -> None:
+    with driver("healthy", tmp_path) as setup:
+        assert setup.source.fetch([], ALL, NOW).requests == 0

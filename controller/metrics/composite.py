@@ -58,6 +58,20 @@ class CompositeSource:
                 return source
         return None
 
+    def capabilities(self) -> dict[SignalType, str]:
+        """Which source serves each signal type (probed with a typical signal), for start-up logs."""
+        probes = {
+            SignalType.PENDING_DEMAND: SignalSpec(SignalType.PENDING_DEMAND, resource="CPU"),
+            SignalType.UTILIZATION: SignalSpec(SignalType.UTILIZATION, resource="CPU"),
+            SignalType.PROMQL: SignalSpec(SignalType.PROMQL, query="up"),
+        }
+        out = {}
+        for t, spec in probes.items():
+            source = self.route(spec)
+            if source is not None:
+                out[t] = source.name
+        return out
+
     def supports(self, spec: SignalSpec) -> Support:
         if self.route(spec) is not None:
             return Support(True)

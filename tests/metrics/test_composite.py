@@ -87,6 +87,10 @@ def test_policy_asking_for_promql_is_refused_when_only_the_direct_source_is_conf
     tmp_path: Path,
 ) -> None:
     laptop = CompositeSource([DirectSource([tmp_path / "sd.json"]), RayDashboardSource()])
+    assert laptop.capabilities() == {
+        SignalType.PENDING_DEMAND: "ray-dashboard",
+        SignalType.UTILIZATION: "direct",
+    }
     errors = check_signals([policy()], laptop)
     assert errors == [
         "ScalingPolicy queue-and-cpu: signal 'queue' (promql 'sum by (namespace, ray_io_cluster, "

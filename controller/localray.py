@@ -389,11 +389,16 @@ def kill_marked(temp_dir: Path) -> list[int]:
     """SIGKILL every live process carrying the marker of the node in `temp_dir`; returns what was hit.
 
     For a node whose starter died before it learned the node's pid (a half-started node found by
-    another process): the marker is all that ties those processes to the node.
+    another process): the marker, and the sessions of the processes carrying it, are all that tie
+    those processes to the node.
     """
     killed: list[int] = []
+    own_session = os.getsid(0)
     for _ in range(3):  # a dying parent may still fork; a few rounds catch stragglers
-        left = _node_processes(-1, temp_dir)
+        marked = _node_processes(-1, temp_dir)
+        # Agents that renamed themselves may have lost the marker; they stay in the node's session.
+        sessions = {ids[0] for ids in map(_session_and_group, marked) if ids is not None} - {own_session}
+        left = sorted(set(marked).union(*(_node_processes(sid, temp_dir) for sid in sessions)))
         if not left:
             break
         for p in left:

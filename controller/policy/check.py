@@ -12,7 +12,6 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
@@ -20,6 +19,7 @@ from controller.policy.durations import parse_duration
 from controller.policy.errors import PolicyError, Severity
 from controller.policy.model import ScalingPolicy, Schedule
 from controller.policy.promql import check_query
+from controller.policy.schedule import cron_trigger
 from controller.policy.selection import selectors_overlap
 from controller.policy.source import FieldPath, ParsedDocument, render_path
 from controller.policy.validate import DocumentModel
@@ -178,7 +178,7 @@ def _window_checks(src: ParsedDocument, at: FieldPath, raw: dict[str, object]) -
     if not isinstance(cron, str) or not isinstance(tz, str) or len(cron.split()) != 5:
         return []
     try:
-        trigger = CronTrigger.from_crontab(cron, timezone=ZoneInfo(tz))
+        trigger = cron_trigger(cron, tz)
     except (ValueError, KeyError):  # invalid cron or timezone: the model reports it
         return []
     if trigger.get_next_fire_time(None, _REFERENCE) is None:

@@ -264,14 +264,14 @@ class Schedule(Strict):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        from controller.policy.schedule import cron_trigger  # crontab weekdays (0/7 = Sunday)
 
         if len(v.split()) != 5:
             raise PolicyValueError(
                 f"cron needs 5 fields, has {len(v.split())}", repr(v), "minute hour day month weekday"
             )
         try:
-            CronTrigger.from_crontab(v, timezone="UTC")
+            cron_trigger(v, "UTC")
         except ValueError as e:
             raise PolicyValueError(f"invalid cron: {e}", repr(v), "minute hour day month weekday") from e
         return v

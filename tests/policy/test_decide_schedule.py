@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -164,3 +165,17 @@ def test_weeknights_fire_monday_to_friday() -> None:
         latest_fire("0 20 * * 1-5", "UTC", timedelta(hours=1), utc(2026, 6, d, 20, 30)) for d in range(1, 8)
     ]
     assert [f is not None for f in fires] == [True, True, True, True, True, False, False]
+
+
+def test_policy_check_reads_crontab_weekdays_like_decide(tmp_path: Path) -> None:
+    """`rayops policy check` and `decide` must agree that 1-5 is Monday to Friday and 7 is Sunday."""
+    from controller.policy.loader import check_directory
+
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: rayops.io/v1alpha1\nkind: ScalingPolicy\nmetadata: {name: p}\n"
+        "spec:\n  maxReplicas: 4\n  schedules:\n"
+        "    - {name: weekdays, cron: '0 20 * * 1-5', duration: 1h, maxReplicas: 1}\n"
+        "    - {name: sunday, cron: '0 8 * * 7', duration: 1h, maxReplicas: 2}\n"
+    )
+    result = check_directory(tmp_path)
+    assert [str(e) for e in result.errors] == []

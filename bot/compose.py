@@ -66,8 +66,7 @@ async def background(
         try:
             if reload is not None:
                 await asyncio.to_thread(reload)
-            for n in await asyncio.to_thread(notifier.pump):
-                await notifier.sink.post_notification(n)
+            await bot.deliver(await asyncio.to_thread(notifier.pump))
             await bot.tick()
         except Exception:
             log.exception("background round failed; trying again next interval")

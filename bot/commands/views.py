@@ -6,7 +6,7 @@ clusters the same way, and so wording is tested in one place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from bot.adapters.base import ReplyField, Table
@@ -55,15 +55,21 @@ def event_line(e: Event) -> str:
     return f"{prefix}{e.type}: {e.message}"
 
 
-def pending_demand(d: Decision | None) -> str | None:
-    """Pending demand as the last decision saw it (a reason's `pending` data), if recorded."""
+def signal_values(d: Decision | None, signal_type: str) -> str | None:
+    """The last decision's readings of one signal type, as `name value` pairs (`pending-cpu 3`).
+
+    Reasons of the decision function carry `{"signal", "type", "value"}` for every signal it read
+    (controller/policy/signals.py), so pending demand and utilization come from there.
+    """
     if d is None:
         return None
+    out = []
     for r in d.reasons:
-        v = r.data.get("pending")
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            return _fmt_amount(float(v))
-    return None
+        v = r.data.get("value")
+        if r.data.get("type") == signal_type and isinstance(v, int | float) and not isinstance(v, bool):
+            suffix = "%" if signal_type == "utilization" else ""
+            out.append(f"{r.data.get('signal', signal_type)} {_fmt_amount(float(v))}{suffix}")
+    return ", ".join(dict.fromkeys(out)) or None
 
 
 def connect_fields(c: ConnectInfo | None) -> list[ReplyField]:
@@ -94,9 +100,10 @@ def status_fields(s: ClusterStatus, now: datetime) -> list[ReplyField]:
         ReplyField("Workers ready/desired", workers_summary(s.groups)),
         ReplyField("Resources", resources_summary(s.groups)),
     ]
-    demand = pending_demand(s.last_decision)
-    if demand is not None:
-        fields.append(ReplyField("Pending demand", demand))
+    for label, kind in (("Pending demand", "pendingDemand"), ("Utilization", "utilization")):
+        reading = signal_values(s.last_decision, kind)
+        if reading is not None:
+            fields.append(ReplyField(label, reading))
     if s.last_decision is not None:
         fields.append(ReplyField("Last decision", decision_line(s.last_decision)))
     else:
@@ -179,7 +186,3 @@ def policy_lines(p: ScalingPolicy) -> list[str]:
         lines.append(f"schedule {sch.name}: {sch.cron} for {sch.duration} ({sch.timezone}) {bounds}".rstrip())
     lines.append(f"missing data: {s.on_missing_data.action}")
     return lines
-
-
-def annotations_summary(annotations: Mapping[str, str]) -> str:
-    return ", ".join(sorted(annotations)) or "none"

@@ -96,7 +96,18 @@ def test_status_shows_state_workers_decision_time_left_and_connect(h: Harness) -
         1,
         3,
         Action.UP,
-        (Reason(ReasonCode.BACKLOG_PENDING, "5 CPUs wait for a node", {"pending": 5}),),
+        (
+            Reason(
+                ReasonCode.SIGNAL_PROPOSAL,
+                "pending-cpu: 5 CPUs wait for a node -> 3",
+                {"signal": "pending-cpu", "type": "pendingDemand", "value": 5.0, "proposal": 3},
+            ),
+            Reason(
+                ReasonCode.SIGNAL_PROPOSAL,
+                "cpu-util: 93% of 70% -> 2",
+                {"signal": "cpu-util", "type": "utilization", "value": 93.0, "proposal": 2},
+            ),
+        ),
         at=T0,
     )
     h.backend.set_annotations(NLP_DEMO, {keys.ANN_DECISION: decision.to_json()})
@@ -108,8 +119,9 @@ def test_status_shows_state_workers_decision_time_left_and_connect(h: Harness) -
         "READY",
         "workers 1/1",
         "CPU 2 of 2",
-        "Pending demand         5",
-        "workers: 1 → 3 by cpu-default: BACKLOG_PENDING: 5 CPUs wait for a node",
+        "Pending demand         pending-cpu 5",
+        "Utilization            cpu-util 93%",
+        "workers: 1 → 3 by cpu-default: SIGNAL_PROPOSAL: pending-cpu: 5 CPUs wait for a node -> 3",
         "in 7h",
         'ray.init("ray://demo-head-svc.ray-nlp.svc:10001")',
     ):

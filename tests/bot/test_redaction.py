@@ -133,3 +133,65 @@ def test_a_bot_run_with_tokens_everywhere_leaks_none(
     assert MASK in audit_text and any(MASK in t for t in chat) and any(MASK in t for t in logs)
     # the redacted command still says what happened
     assert any("deny" in a["command"] and a["result"] == "denied" for a in audit.read())
+
+
+def test_the_console_process_with_tokens_in_its_environment_leaks_none(tmp_path: Path) -> None:
+    """The real composition root: secrets from the environment, debug logging, tokens typed in."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAYOPS_")}
+    env |= {
+        "SLACK_BOT_TOKEN": SLACK_BOT,
+        "SLACK_APP_TOKEN": SLACK_APP,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "MATRIX_PASSWORD": MATRIX_PASSWORD,
+    }
+    script = "\n".join(
+        [
+            f"create demo note={SIGNING_SECRET}",
+            f"status {SLACK_BOT}",
+            "create demo",
+            f"extend demo {MATRIX_PASSWORD}",
+            "create big workers=6",
+            f"echo {SLACK_APP} {JWT}",
+        ]
+    )
+    r = subprocess.run(
+        [
+            str(root / ".venv" / "bin" / "rayops"),
+            "bot",
+            "run",
+            "--adapter",
+            "console",
+            "--backend",
+            "memory",
+            "--policies",
+            str(Path(__file__).parent / "fixtures" / "policies"),
+            "--state-dir",
+            str(tmp_path),
+            "--user",
+            "alice",
+            "--log-level",
+            "DEBUG",
+        ],
+        input=script + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=root,
+    )
+    assert r.returncode == 0, r.stderr
+    audit = (tmp_path / "audit.jsonl").read_text()
+    approvals = "".join(p.read_text() for p in (tmp_path / "approvals").glob("*.json"))
+    assert "rayops.audit" in r.stderr  # debug logging really ran
+    for where, text in (
+        ("stdout", r.stdout),
+        ("stderr", r.stderr),
+        ("audit", audit),
+        ("approvals", approvals),
+    ):
+        assert not leaks(text), (where, text)
+    assert MASK in r.stdout

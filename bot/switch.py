@@ -1,9 +1,10 @@
 """The global autoscaling switch (`pause-all` / `resume-all`, contracts.md section 4).
 
-The bot sets it; the controller reads it every tick and feeds `GroupObservation.global_pause`.
-Laptop mode keeps it as a small JSON file in the state directory (`FilePauseSwitch`); on Kubernetes
-a ConfigMap beside the controller implements the same protocol. It lives in `bot/` until the
-controller's reader lands; both must agree on the file: `{"paused": bool, "by": str, "at": ISO}`.
+The bot writes it; the controller reads it every tick (controller/pause.py) and feeds
+`GroupObservation.global_pause`. Laptop mode keeps it in `<state dir>/global-pause.json`
+(`FilePauseSwitch`); on Kubernetes it is the `state` key of the ConfigMap `rayops-global-pause` in
+the controller's namespace (a ConfigMap writer implementing `PauseSwitch`, beside the ConfigMap
+approval store). Both sides agree on the JSON: `{"paused": bool, "by": str, "at": ISO 8601}`.
 """
 
 from __future__ import annotations

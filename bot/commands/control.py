@@ -53,8 +53,11 @@ def scale(ctx: Context, cmd: ParsedCommand) -> Outcome:
     if not ctx.approved and not ctx.grant.devops_in(ctx.ref.namespace):
         limits = ctx.grant.limits_for(ctx.ref.namespace, target.profile or "")
         if limits is not None:
-            gpus = n * int(group.resources.get("GPU", 0))
-            reasons = over_limits(limits, workers=0 if gpus else n, gpus=gpus)
+            # As the controller counts them (controller/limits.py): workers over all groups, GPUs
+            # over the GPU groups, with this group at its pinned count.
+            counts = {g.name: (n if g.name == group.name else g.desired) for g in target.groups}
+            gpus = sum(counts[g.name] * g.resources.get("GPU", 0.0) for g in target.groups)
+            reasons = over_limits(limits, workers=sum(counts.values()), gpus=int(gpus))
             if reasons:
                 return request_approval(ctx, cmd, reasons, str(ctx.ref))
     hold = cmd.duration_value("for")

@@ -79,7 +79,11 @@ def create(ctx: Context, cmd: ParsedCommand) -> Outcome:
         if limits is not None:
             mine = [c for c in ctx.backend.list() if c.requester == ctx.identity.key]
             reasons = over_limits(
-                limits, workers=eff_workers, gpus=eff_gpus, ttl=eff_ttl, clusters_after=len(mine) + 1
+                limits,
+                workers=eff_workers + gpu_workers,  # workersPerCluster counts every group
+                gpus=eff_gpus,
+                ttl=eff_ttl,
+                clusters_after=len(mine) + 1,
             )
             if reasons:
                 return request_approval(ctx, cmd, reasons, str(ref))

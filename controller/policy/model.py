@@ -472,7 +472,8 @@ _SNAKE = {k: re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), k) for k in 
 
 class AccessLimits(Strict):
     """What one person may have without an approver. A request over any of these is not refused: it
-    waits for an approver (issue 7). `gpusPerCluster` counts GPUs (GPU workers x GPUs per worker)."""
+    waits for an approver (issue 7). `workersPerCluster` counts the workers of all groups together,
+    `gpusPerCluster` the GPUs (GPU workers x GPUs per worker)."""
 
     clusters_per_user: int = Field(default=2, ge=0)
     workers_per_cluster: int = Field(default=4, ge=0)

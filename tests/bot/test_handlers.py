@@ -437,3 +437,13 @@ def test_requester_identity_key_is_what_annotations_keep(h: Harness) -> None:
     assert h.backend.get(ClusterRef("ray-nlp", "mx")).requester == "matrix:@alice:example.org"
     assert decode_time(h.backend.get(ClusterRef("ray-nlp", "mx")).annotations[keys.ANN_EXPIRES_AT])
     assert MATRIX_ALICE.platform is Platform.MATRIX
+
+
+def test_workers_per_cluster_counts_every_group_as_the_controller_does(h: Harness) -> None:
+    # Alice's ray-gpu rule: workersPerCluster 2, gpusPerCluster 1 (controller/limits.py counts alike).
+    out = h.run(ALICE, "create train profile=gpu workers=2 gpus=1 namespace=ray-gpu")
+    assert out.reply.status is ReplyStatus.PENDING and "workers 3 > 2" in out.reply.text
+    created(h, ALICE, "create small-train profile=gpu workers=1 gpus=1 namespace=ray-gpu")
+    pin = h.run(ALICE, "scale small-train 2 group=gpu")
+    assert pin.reply.status is ReplyStatus.PENDING
+    assert "workers 3 > 2" in pin.reply.text and "GPUs 2 > 1" in pin.reply.text

@@ -242,6 +242,33 @@ class MemoryBackend:
                 in_tree_autoscaling=in_tree_autoscaling,
             )
 
+    def write_as_another(
+        self,
+        ref: ClusterRef,
+        *,
+        group: str | None = None,
+        replicas: int | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> None:
+        """Another writer (a person with kubectl, a second controller) changes the object: the
+        version moves, so a write based on an earlier read gets ConflictError."""
+        with self._lock:
+            c = self._find(ref)
+            if group is not None and replicas is not None:
+                c.groups[group].replicas = replicas
+            c.annotations.update(annotations or {})
+            c.version += 1
+
+    def raw_annotations(self, ref: ClusterRef) -> dict[str, str]:
+        """Every annotation as stored, opted in or not (the API's view, for assertions)."""
+        with self._lock:
+            return dict(self._find(ref).annotations)
+
+    def ready_count(self, ref: ClusterRef, group: str) -> int:
+        with self._lock:
+            c = self._clusters.get(ref)
+            return c.groups[group].ready if c is not None and group in c.groups else 0
+
     def exists(self, ref: ClusterRef) -> bool:
         """Whether an object exists at all, opted in or not (the API's view, for assertions)."""
         with self._lock:

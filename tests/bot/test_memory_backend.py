@@ -141,3 +141,14 @@ def test_unmanaged_clusters_are_invisible(be: MemoryBackend) -> None:
         be.delete(REF)
     with pytest.raises(AlreadyExists):
         be.create(ClusterRequest("demo", "ns", "small", "u"))
+
+
+def test_another_writer_makes_earlier_reads_stale(be: MemoryBackend) -> None:
+    be.create(ClusterRequest("demo", "ns", "small", "u"))
+    (mc,) = be.list_clusters()
+    be.write_as_another(REF, group="workers", replicas=2, annotations={"team": "x"})
+    assert be.raw_annotations(REF)["team"] == "x" and be.get(REF).groups[0].desired == 2
+    with pytest.raises(ConflictError):
+        be.apply(mc, [Decision(GroupRef("ns", "demo", "workers"), "p", "owner", 1, 3, Action.UP, ())])
+    be.make_ready(REF)
+    assert be.ready_count(REF, "workers") == 2 and be.ready_count(REF, "nope") == 0

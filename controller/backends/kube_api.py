@@ -390,6 +390,39 @@ class KubeApi:
             body=options,
         )
 
+    # --- who is calling (the notebook API, bot/notebook/kube.py) ----------------------------------
+
+    def whoami(self) -> tuple[str, tuple[str, ...]] | None:
+        """The caller's user name and groups as the API server authenticated them; None where the
+        server offers no way to ask. SelfSubjectReview (authentication.k8s.io/v1, Kubernetes 1.28+),
+        else OpenShift's `user.openshift.io/v1` `users/~`. Not in `RBAC_RULES`: every authenticated
+        user may ask both (system:basic-user), so no Role grants them."""
+        review = k8s.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
+        try:
+            answer = self._call(
+                _Op("create", "selfsubjectreviews"),
+                k8s.AuthenticationV1Api(self.api_client).create_self_subject_review,
+                review,
+            )
+            info = (answer.get("status") or {}).get("userInfo") or {}
+            if info.get("username"):
+                return str(info["username"]), tuple(str(g) for g in info.get("groups") or ())
+        except NotFound:
+            pass
+        try:
+            user = self._call(
+                _Op("get", "users", None, "~"),
+                self._custom.get_cluster_custom_object,
+                "user.openshift.io",
+                "v1",
+                "users",
+                "~",
+            )
+        except NotFound:
+            return None
+        name = (user.get("metadata") or {}).get("name")
+        return (str(name), tuple(str(g) for g in user.get("groups") or ())) if name else None
+
     # --- the request loop -----------------------------------------------------------------------
 
     def _list(self, op: _Op, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[JSON]:

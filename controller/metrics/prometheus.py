@@ -188,9 +188,9 @@ class PrometheusSource:
         answers = self._run(
             {(spec, ns): plan.query for spec, plan in plans.items() for ns in namespaces}, now
         )
+        keyed: dict[tuple[str, ...], GroupRef] = {(r.namespace, r.cluster, r.group): r for r in refs}
         for spec, plan in plans.items():
             per_ns = {ns: answers[(spec, ns)] for ns in namespaces}
-            keyed: dict[tuple[str, ...], GroupRef] = {(r.namespace, r.cluster, r.group): r for r in refs}
             for key, sample in self._map(spec.key, plan, per_ns, list(keyed), now).items():
                 samples[keyed[key]][spec] = sample
         return FetchResult(samples=samples, requests=len(answers))

@@ -25,7 +25,7 @@ import pytest
 
 from controller.domain import Activity, ClusterRef, GroupRef, Sample, SignalSpec, SignalType
 from controller.localray import LocalWorker
-from controller.metrics.base import MetricTarget
+from controller.metrics.base import FetchResult, MetricTarget
 from controller.metrics.direct import DirectSource
 from controller.metrics.http import HttpSettings
 from controller.metrics.prometheus import PrometheusSource
@@ -191,16 +191,13 @@ def test_real_ray_and_prometheus(world: World) -> None:
     # Utilization for each group from both sources; a series for each node in Prometheus.
     signals = [CPU, MEM, LOGICAL_CPU]
     all_groups = [MetricTarget(HEAD), *targets]
-    prom_result = eventually(
-        lambda: prom.fetch(all_groups, signals, now()),
-        lambda r: (
-            all(r.get(t.ref, s).available for t in all_groups for s in (CPU, MEM))
-            and r.get(SMALL, LOGICAL_CPU).available
-        ),
-        30,
-        "prometheus utilization for every group",
-    )
-    direct_result = direct.fetch(all_groups, signals, now())
+
+    def complete(r: FetchResult) -> bool:  # Ray reports resource use every few seconds
+        available = all(r.get(t.ref, s).available for t in all_groups for s in (CPU, MEM))
+        return available and r.get(SMALL, LOGICAL_CPU).value == 100.0
+
+    prom_result = eventually(lambda: prom.fetch(all_groups, signals, now()), complete, 30, "prometheus")
+    direct_result = eventually(lambda: direct.fetch(all_groups, signals, now()), complete, 30, "direct")
     for t in all_groups:
         for s in (CPU, MEM):
             pv, dv = prom_result.get(t.ref, s).value, direct_result.get(t.ref, s).value

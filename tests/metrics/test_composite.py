@@ -123,3 +123,17 @@ def test_configuration_errors_are_caught_early() -> None:
         CompositeSource([Fixed("a", set(), 0), Fixed("a", set(), 0)])
     with pytest.raises(ValueError, match="names source 'prom'"):
         CompositeSource([Fixed("a", set(), 0)], prefer={SignalType.PROMQL: "prom"})
+
+
+def test_targets_for_the_clusters_a_backend_listed() -> None:
+    from controller.backends.base import ManagedCluster, ManagedGroup
+    from controller.domain import ClusterRef
+    from controller.metrics.base import targets_for
+
+    gpu = ManagedGroup(GroupRef("ns", "c", "gpu"), 1, 0, 4, 1, worker_resources={"CPU": 8.0, "GPU": 1.0})
+    cpu = ManagedGroup(GroupRef("ns", "c", "cpu"), 2, 0, 8, 2)
+    cluster = ManagedCluster(ClusterRef("ns", "c"), (gpu, cpu), dashboard_url="http://c-head-svc.ns.svc:8265")
+    assert targets_for([cluster]) == [
+        MetricTarget(gpu.ref, {"CPU": 8.0, "GPU": 1.0}, "http://c-head-svc.ns.svc:8265"),
+        MetricTarget(cpu.ref, {"CPU": 1.0}, "http://c-head-svc.ns.svc:8265"),
+    ]

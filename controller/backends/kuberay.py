@@ -169,7 +169,9 @@ class KubeRayBackend:
     # --- ScaleTarget ------------------------------------------------------------------------------
 
     def list_clusters(self) -> builtins.list[ManagedCluster]:
-        clusters = self._opted_in()
+        """Opted-in clusters not being deleted (scaling one on its way out would only race the
+        garbage collector)."""
+        clusters = [rc for rc in self._opted_in() if not (rc.get("metadata") or {}).get("deletionTimestamp")]
         pods = self._pods(clusters)
         activity = self._activity(clusters)
         out = []

@@ -39,6 +39,7 @@ class PodActivity:
         self.busy: set[str] = set()
         self.down: set[ClusterRef] = set()  # clusters whose dashboard "does not answer"
         self.asked: list[dict[ClusterRef, str | None]] = []
+        self.pod_names = True  # False: nodes known by IP only (a source without RAY_CLOUD_INSTANCE_ID)
 
     def activity(
         self, clusters: Mapping[ClusterRef, str | None], now: datetime
@@ -60,7 +61,7 @@ class PodActivity:
                         node_id=f"node-{name}",
                         node_ip=str(status.get("podIP")),
                         activity=Activity.BUSY if name in self.busy else Activity.IDLE,
-                        pod_name=name,
+                        pod_name=name if self.pod_names else None,
                         is_head=meta["labels"].get("ray.io/node-type") == "head",
                         running_tasks=1 if name in self.busy else 0,
                     )

@@ -142,6 +142,18 @@ def test_no_idle_proof_means_no_removal(driver: KubeRayDriver) -> None:
     assert patches(driver.server) == []
 
 
+def test_workers_are_matched_to_ray_nodes_by_ip_when_no_pod_name_is_known(driver: KubeRayDriver) -> None:
+    driver.activity.pod_names = False
+    ref = cluster_with(driver, 2)
+    busy = sorted(driver.live_workers(ref, GROUP))[0]
+    driver.set_busy(ref, busy, True)
+    group = find(driver.backend, ref).group(GROUP)
+    assert {w.name: (w.activity, w.node_id) for w in group.workers} == {
+        w: (Activity.BUSY if w == busy else Activity.IDLE, f"node-{w}")
+        for w in driver.live_workers(ref, GROUP)
+    }
+
+
 def test_lowering_replicas_without_victims_is_refused(driver: KubeRayDriver) -> None:
     ref = cluster_with(driver, 2)
     group = find(driver.backend, ref).group(GROUP)
@@ -371,6 +383,17 @@ def test_release_clears_pending_removals_labels_and_annotations(driver: KubeRayD
     assert rc["spec"]["workerGroupSpecs"][0]["scaleStrategy"]["workersToDelete"] == []
     assert rc["metadata"]["labels"] == {"team": "nlp"}
     assert rc["metadata"]["annotations"] == {"example.com/keep": "yes"}
+
+
+def test_a_cluster_being_deleted_is_not_scaled(driver: KubeRayDriver) -> None:
+    ref = cluster_with(driver, 1)
+    rc = driver.raw(ref)
+    assert rc is not None
+    rc["metadata"]["finalizers"] = ["ray.openshift.ai/oauth-finalizer"]  # CodeFlare's, holds deletion
+    driver.server.put(rc)
+    driver.server.delete_obj("rayclusters", NAMESPACE, ref.name)
+    assert driver.backend.list_clusters() == []
+    assert [s.ref for s in driver.backend.list()] == [ref]  # people still see it until it is gone
 
 
 def test_delete_removes_the_cluster_and_its_pods(driver: KubeRayDriver) -> None:

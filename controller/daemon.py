@@ -36,7 +36,8 @@ from controller.policy.loader import PolicyStore
 from controller.policy.model import ClusterProfile
 from controller.reconcile import Reconciler, TickReport
 from controller.scheduler import ControllerScheduler
-from controller.settings import ControllerSettings
+from controller.scrub import Scrubber, ScrubbingSink
+from controller.settings import ControllerSettings, secret_values
 from controller.telemetry import ControllerMetrics
 
 log = logging.getLogger("rayops.controller")
@@ -122,7 +123,7 @@ def build_controller(
     backend = backend or parts.backend
     metrics = metrics or parts.metrics
     sinks: list[EventSink] = [LogSink(), *parts.sinks, *extra_sinks]
-    sink = FanoutSink(sinks)
+    sink: EventSink = FanoutSink(sinks)
 
     def leader_changed(leading: bool) -> None:
         telemetry.leader.set(1 if leading else 0)
@@ -130,6 +131,8 @@ def build_controller(
     if elector is None:
         elector = parts.elector(leader_changed)
     pause: PauseSource = AnyPause(StaticPause(settings.loop.paused), *parts.pauses)
+    scrub = Scrubber(secret_values(settings))
+    sink = ScrubbingSink(sink, scrub)
     reconciler = Reconciler(
         backend,
         metrics,
@@ -139,6 +142,7 @@ def build_controller(
         pause=pause,
         telemetry=telemetry,
         may_act=elector.is_leader,
+        scrub=scrub,
     )
     housekeeper = Housekeeper(backend, sink, telemetry, settings.loop, elector.is_leader)
     scheduler = ControllerScheduler(reconciler, elector, settings.loop, housekeeper, on_tick=on_tick)

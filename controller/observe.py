@@ -32,6 +32,7 @@ from controller.policy.model import ScalingPolicy
 from controller.policy.selection import Ambiguous, UnknownPolicy
 from controller.policy.signals import required_signals
 from controller.policy.state import GroupState
+from controller.scrub import Scrubber
 
 
 @dataclass(frozen=True)
@@ -173,9 +174,12 @@ def _observation(
     policy: ScalingPolicy,
     fetch: FetchResult,
     pause: PauseState,
+    scrub: Scrubber,
 ) -> GroupObservation:
     ann = cluster.annotations
-    samples: dict[str, Sample] = {s.name: fetch.get(group.ref, s.spec()) for s in policy.spec.signals}
+    samples: dict[str, Sample] = {
+        s.name: scrub.sample(fetch.get(group.ref, s.spec())) for s in policy.spec.signals
+    }
     return GroupObservation(
         ref=group.ref,
         current=group.replicas,
@@ -202,8 +206,13 @@ def observe(
     pause: PauseState,
     now: datetime,
     clusters: Sequence[ManagedCluster] | None = None,
+    scrub: Scrubber | None = None,
 ) -> Observation:
-    """Gather one tick's inputs. `clusters` skips the backend list (a caller that already listed)."""
+    """Gather one tick's inputs. `clusters` skips the backend list (a caller that already listed).
+
+    Causes of unavailable samples go through `scrub`: they end up in decisions, annotations and events.
+    """
+    scrub = scrub or Scrubber()
     listed = list(backend.list_clusters()) if clusters is None else list(clusters)
     selected: list[
         tuple[ManagedCluster, list[tuple[ManagedGroup, ScalingPolicy]], list[tuple[GroupRef, str]]]
@@ -235,7 +244,7 @@ def observe(
             GroupView(
                 group,
                 policy,
-                _observation(cluster, group, policy, fetch, pause),
+                _observation(cluster, group, policy, fetch, pause, scrub),
                 states.get(group.ref.group, GroupState.empty()),
             )
             for group, policy in chosen

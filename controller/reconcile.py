@@ -36,6 +36,7 @@ from controller.pause import PauseSource, StaticPause
 from controller.policy.loader import PolicyStore
 from controller.policy_gate import PolicyGate
 from controller.report import Reporter
+from controller.scrub import Scrubber, ScrubbingSink
 from controller.settings import LoopSettings
 from controller.telemetry import ControllerMetrics, ErrorKind
 
@@ -83,11 +84,14 @@ class Reconciler:
         telemetry: ControllerMetrics | None = None,
         may_act: Callable[[], bool] = lambda: True,
         check_signals: bool = True,
+        scrub: Scrubber | None = None,
     ) -> None:
         self.backend = backend
         self.metrics = metrics
         self.settings = settings or LoopSettings()
-        self.sink = sink
+        self.scrub = scrub or Scrubber()
+        self.sink = ScrubbingSink(sink, self.scrub)
+        sink = self.sink
         self.pause = pause or StaticPause(self.settings.paused)
         self.telemetry = telemetry or ControllerMetrics()
         self.may_act = may_act
@@ -120,7 +124,9 @@ class Reconciler:
             return TickReport(now, "no-policies", detail="no valid policy set loaded yet")
         pause = self.pause.read()
         try:
-            observation = observe(self.backend, self.metrics, policy_set, self.memory, pause, now)
+            observation = observe(
+                self.backend, self.metrics, policy_set, self.memory, pause, now, scrub=self.scrub
+            )
         except BackendError as e:
             self.reporter.tick_failed(str(e), now)
             log.warning("tick skipped: cannot list clusters: %s", e)

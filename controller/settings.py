@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
+import yaml
+
 from controller.policy.durations import parse_duration
 
 BACKENDS = ("kuberay", "local")
@@ -226,6 +228,25 @@ def secret_values(settings: ControllerSettings, env: Mapping[str, str] | None = 
             if value:
                 out.append(value)
     out += [v for k, v in env.items() if v and k.endswith(("_TOKEN", "_SECRET", "_PASSWORD"))]
+    out += _kubeconfig_tokens(settings.kubeconfig or env.get("KUBECONFIG"))
+    return out
+
+
+def _kubeconfig_tokens(path: str | None) -> list[str]:
+    """Bearer tokens written into a kubeconfig (a developer's, or a test's), so they are redacted too."""
+    if not path:
+        return []
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return []
+    users = doc.get("users") if isinstance(doc, dict) else None
+    out = []
+    for u in users if isinstance(users, list) else []:
+        user = u.get("user") if isinstance(u, dict) else None
+        token = user.get("token") if isinstance(user, dict) else None
+        if isinstance(token, str) and token:
+            out.append(token)
     return out
 
 

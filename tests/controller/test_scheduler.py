@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from datetime import UTC, datetime
@@ -50,7 +51,7 @@ def test_a_tick_that_overruns_is_neither_run_twice_nor_queued(loop: Loop) -> Non
     sched.stop(wait=True)
     assert not overlap
     assert 3 <= len(started) <= 5  # 2 s of 0.45 s ticks back to back; 20 at the nominal interval
-    gaps = [b - a for a, b in zip(started, started[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(started)]
     assert min(gaps) >= 0.44  # the next tick starts only after the slow one ended
     assert loop.reconciler.telemetry.tick_overruns._value.get() >= 5
 
@@ -121,7 +122,8 @@ def test_expiry_warns_once_then_deletes_and_stuck_clusters_are_reported_once(loo
     from controller.backends.memory import encode_time
 
     now = loop.clock()
-    soon = loop.backend.add("soon", annotations={keys.ANN_EXPIRES_AT: encode_time(now + timedelta(minutes=10))})
+    ends = encode_time(now + timedelta(minutes=10))
+    soon = loop.backend.add("soon", annotations={keys.ANN_EXPIRES_AT: ends})
     stuck = loop.backend.add("stuck", replicas=2)
     loop.backend.set_state(stuck, ClusterState.STARTING, "pod stuck-w0: ImagePullBackOff (image not found)")
     keeper = Housekeeper(
@@ -151,7 +153,8 @@ def test_dry_run_never_deletes_an_expired_cluster(loop: Loop) -> None:
     from controller import keys
     from controller.backends.memory import encode_time
 
-    gone = loop.backend.add("old", annotations={keys.ANN_EXPIRES_AT: encode_time(loop.clock() - timedelta(hours=1))})
+    ended = encode_time(loop.clock() - timedelta(hours=1))
+    gone = loop.backend.add("old", annotations={keys.ANN_EXPIRES_AT: ended})
     keeper = Housekeeper(loop.backend, loop.events, loop.reconciler.telemetry, LoopSettings(dry_run=True))
     keeper.run(loop.clock.advance(1))
     keeper.run(loop.clock.advance(1))

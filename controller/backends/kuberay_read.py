@@ -7,6 +7,7 @@ puts on them (`ray.io/cluster`, `ray.io/group`, `ray.io/node-type`; ray-kuberay.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from controller.backends.base import (
 )
 from controller.backends.memory import decode_decision, decode_pin, decode_time
 from controller.backends.render import GPU_RESOURCE, parse_quantity
-from controller.domain import ClusterRef, GroupRef, Worker
+from controller.domain import Activity, ClusterRef, GroupRef, Worker
 from controller.metrics.base import ClusterActivity
 
 JSON = dict[str, Any]
@@ -172,10 +173,22 @@ def worker_of(pod: Mapping[str, Any]) -> Worker:
     )
 
 
+def _never_started(pod: Mapping[str, Any]) -> bool:
+    """A Pending pod none of whose containers ever ran holds no Ray node, so it runs nothing: idle for
+    certain, whatever the dashboard says (it cannot know the pod). This is what lets a group stuck on
+    unschedulable pods shrink."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Pending":
+        return False
+    states = [cs.get("state") or {} for cs in status.get("containerStatuses") or []]
+    return not any(st.get("running") or st.get("terminated") for st in states)
+
+
 def managed_cluster(
     rc: Mapping[str, Any], pods: Sequence[JSON], activity: ClusterActivity | None
 ) -> ManagedCluster:
-    """The controller's view; workers carry activity (UNKNOWN, i.e. busy, without proof of idleness).
+    """The controller's view; workers carry activity (UNKNOWN, i.e. busy, without proof of idleness;
+    IDLE for pods that never started).
 
     Groups keep the spec's order: `apply` patches by that index, guarded by a `test` on `groupName`.
     """
@@ -188,6 +201,10 @@ def managed_cluster(
         name = str(g.get("groupName", ""))
         group_pods = pods_of(pods, "worker", name)
         workers = attach_activity([worker_of(p) for p in group_pods], nodes)
+        never_started = {str(_meta(p).get("name")) for p in group_pods if _never_started(p)}
+        workers = tuple(
+            dataclasses.replace(w, activity=Activity.IDLE) if w.name in never_started else w for w in workers
+        )
         groups.append(
             ManagedGroup(
                 ref=GroupRef(ref.namespace, ref.name, name),

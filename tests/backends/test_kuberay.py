@@ -154,6 +154,18 @@ def test_workers_are_matched_to_ray_nodes_by_ip_when_no_pod_name_is_known(driver
     }
 
 
+def test_pods_that_never_started_are_idle_and_can_be_removed(driver: KubeRayDriver) -> None:
+    """A group stuck on unschedulable pods must be able to shrink: those pods hold no Ray node."""
+    driver.operator.new_pods_pending = True
+    ref = cluster_with(driver, 2)
+    group = find(driver.backend, ref).group(GROUP)
+    assert {(w.activity, w.ready) for w in group.workers} == {(Activity.IDLE, False)}
+    names = tuple(w.name for w in group.workers)
+    assert driver.backend.apply(find(driver.backend, ref), [owner_decision(group, 0, names)]).written
+    driver.settle(ref)
+    assert driver.live_workers(ref, GROUP) == set()
+
+
 def test_lowering_replicas_without_victims_is_refused(driver: KubeRayDriver) -> None:
     ref = cluster_with(driver, 2)
     group = find(driver.backend, ref).group(GROUP)

@@ -154,10 +154,10 @@ class KubeRayDriver:
 
     def concurrent_field(self, ref: ClusterRef, group: str, field: str, value: Any) -> None:
         path = f"/spec/workerGroupSpecs/{self._index(ref, group)}/{field}"
+        ops = [{"op": "replace", "path": path, "value": value}]
         self._custom.patch_namespaced_custom_object(
-            *RAY, ref.namespace, "rayclusters", ref.name, [{"op": "replace", "path": path, "value": value}],
-            _content_type="application/json-patch+json",
-        )  # fmt: skip
+            *RAY, ref.namespace, "rayclusters", ref.name, ops, _content_type="application/json-patch+json"
+        )
 
     def concurrent_annotation(self, ref: ClusterRef, key: str, value: str) -> None:
         self._custom.patch_namespaced_custom_object(

@@ -272,7 +272,7 @@ def test_a_reordered_group_list_is_a_conflict(driver: KubeRayDriver) -> None:
     driver.server.put(rc)
     with pytest.raises(ConflictError):
         driver.backend.apply(stale, [owner_decision(stale.group("cpu"), 3)])
-    assert [g["replicas"] for g in driver.raw(ref)["spec"]["workerGroupSpecs"]] == [0, 1]  # type: ignore[index]
+    assert (driver.group_spec(ref, "cpu")["replicas"], driver.group_spec(ref, "gpu")["replicas"]) == (1, 0)
 
 
 def test_a_cluster_released_between_read_and_write_is_not_touched(driver: KubeRayDriver) -> None:

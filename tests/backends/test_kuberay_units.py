@@ -154,7 +154,7 @@ def test_desired_pods_clamps_like_the_operator() -> None:
 
 
 def test_connect_info_prefers_a_named_route_and_needs_a_host() -> None:
-    routes = [
+    routes: list[dict[str, Any]] = [
         {"metadata": {"name": "unrelated"}, "spec": {"host": "x.example.com", "to": {"name": "other-svc"}}},
         {"metadata": {"name": "demo-head-route"}, "spec": {"to": {"name": "demo-head-svc"}}},  # no host yet
         {"metadata": {"name": "ray-dashboard-demo"}, "spec": {"host": "dash.example.com", "path": "/ray"}},

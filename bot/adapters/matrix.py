@@ -119,6 +119,8 @@ class MatrixAdapter:
         self._stopped = asyncio.Event()
         self._ready = asyncio.Event()
         self._stopping = False
+        self._syncing = False
+        self._sync_exited = asyncio.Event()
         self._last_error = "starting"
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -126,6 +128,7 @@ class MatrixAdapter:
     async def start(self, on_command: CommandCallback) -> None:
         """Log in, skip history with one initial sync, then sync until `stop()`."""
         self._on_command = on_command
+        self._syncing = True
         try:
             await self._login()
             while not self._stop_requested.is_set():  # the initial sync, with the same backoff
@@ -144,6 +147,7 @@ class MatrixAdapter:
                     break
             await self._sync_loop()
         finally:
+            self._sync_exited.set()
             await self.stop()
 
     async def _login(self) -> None:
@@ -183,6 +187,8 @@ class MatrixAdapter:
         self._stop_requested.set()
         self._ready.clear()
         try:
+            if self._syncing:  # its sync is interrupted at once; the session must outlive it
+                await self._sync_exited.wait()
             if self._tasks:
                 _, late = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_S)
                 for task in late:
@@ -227,7 +233,7 @@ class MatrixAdapter:
             await asyncio.wait({sync, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
-        if not sync.done():
+        if not sync.done() or self._stop_requested.is_set():
             sync.cancel()
             await asyncio.gather(sync, return_exceptions=True)
             return None

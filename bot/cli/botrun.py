@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -37,7 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--ready-on-create", action="store_true", help="memory backend: clusters are READY at once"
     )
     run.add_argument("--poll-interval", type=float, help="seconds between event polls (default 2)")
-    run.add_argument("--log-level", default="WARNING", help="log level on stderr (default WARNING)")
+    run.add_argument(
+        "--log-level",
+        default=os.environ.get("RAYOPS_LOG_LEVEL") or "WARNING",
+        help="log level on stderr (default: $RAYOPS_LOG_LEVEL or WARNING)",
+    )
     run.set_defaults(func=run_bot)
 
 
@@ -53,9 +58,6 @@ def run_bot(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     install_log_redaction(secret_values())
-    if args.adapter in ("slack", "matrix"):
-        print(f"rayops: the {args.adapter} adapter is not available yet (issue 7 adapters).", file=sys.stderr)
-        return 2
     try:
         settings = BotSettings.from_env(
             policy_dir=args.policies,
@@ -87,4 +89,9 @@ def run_bot(args: argparse.Namespace) -> int:
         ready_on_create=settings.ready_on_create,
     )
     bot = build_bot(settings, backend, policy_provider(store))
-    return run_console(bot, JournalSource(settings.journal_path), sys.stdin, sys.stdout, store.reload)
+    events = JournalSource(settings.journal_path)
+    if args.adapter == "console":
+        return run_console(bot, events, sys.stdin, sys.stdout, store.reload)
+    from bot.adapters.launch import run_chat  # Slack/Matrix settings come from the environment
+
+    return run_chat(args.adapter, bot, events, store.reload)

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller import keys, localray
+from controller.annotations import decode_decision, decode_pin, decode_time, encode_time
 from controller.backends.base import (
     AlreadyExists,
     ApplyResult,
@@ -69,15 +70,9 @@ from controller.backends.local_state import (
     WorkerPhase,
     default_state_dir,
 )
-from controller.backends.memory import (
-    cluster_name_problem,
-    decode_decision,
-    decode_pin,
-    decode_time,
-    encode_time,
-)
 from controller.domain import Activity, ClusterRef, Decision, GroupRef, NodeActivity, Worker
 from controller.metrics.base import ActivitySource
+from controller.names import cluster_name_problem
 from controller.policy.durations import parse_duration
 from controller.policy.loader import PolicySet
 from controller.policy.model import ClusterProfile, WorkerGroupProfile
@@ -86,6 +81,7 @@ __all__ = ["LocalBackend", "LocalCaps", "NodeSettings", "ReconcileReport"]
 
 log = logging.getLogger(__name__)
 
+LOST_SHOWN_FOR = timedelta(minutes=10)  # how long status mentions a worker that died on its own
 Profiles = PolicySet | Mapping[str, ClusterProfile] | Callable[[], Mapping[str, ClusterProfile]]
 
 
@@ -434,7 +430,8 @@ class LocalBackend:
         else:
             state = ClusterState.READY if all_ready else ClusterState.STARTING
             problems = [f"group {g.name}: {g.last_error}" for g in rec.groups if g.last_error]
-            problems += [f"worker {x.name} ({x.group}) {x.cause} at {x.at:%H:%M:%S}" for x in rec.lost[-3:]]
+            recent = [x for x in rec.lost if self._clock() - x.at < LOST_SHOWN_FOR]
+            problems += [f"worker {x.name} ({x.group}): {x.cause} at {x.at:%H:%M:%S}" for x in recent[-3:]]
             if rec.last_error:
                 problems.append(rec.last_error)
             cause = "; ".join(problems) or None

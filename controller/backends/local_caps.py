@@ -122,7 +122,8 @@ class LocalCaps:
         if (add.clusters or add.workers) and self.cost(total) > self.memory_bytes:
             raise CapacityExceeded(
                 f"local capacity: {what} need about {_gib(self.cost(total))} of memory "
-                f"(a head ~{_gib(self.head_bytes)}, a worker ~{_gib(self.worker_bytes)}), over the cap of "
+                f"(a head ~{self.head_bytes / GIB:.2f} GiB, a worker ~{self.worker_bytes / GIB:.2f} GiB), "
+                f"over the cap of "
                 f"{_gib(self.memory_bytes)} ({self.basis}); {fix}"
             )
         if add.worker_cpus and total.worker_cpus > self.cpus:

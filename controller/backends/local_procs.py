@@ -85,7 +85,9 @@ class NodeSettings:
     head_args: tuple[str, ...] = ()
     worker_args: tuple[str, ...] = ()
     temp_parent: Path | None = None  # where node temp dirs go (short paths only: Unix sockets)
-    max_parallel: int = 4
+    # Concurrent `ray start`s: more than the CPUs only slows each (Ray gives a starting node 30 s to
+    # register, which several at once on a loaded 2-core machine miss).
+    max_parallel: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     retry_base_s: float = 10.0
     retry_max_s: float = 300.0
 

@@ -26,11 +26,16 @@ from tests.backends.contract import (
     test_unknown_cluster_or_group,
 )
 from tests.backends.driver_kuberay import kuberay_driver
+from tests.backends.driver_local import local_driver
 from tests.backends.driver_memory import memory_driver
 from tests.backends.drivers import BackendDriver, DriverFactory, WorkerDriver, WorkerDriverFactory
 
-DRIVERS: dict[str, DriverFactory] = {"kuberay": kuberay_driver, "memory": memory_driver}
-WORKER_DRIVERS: dict[str, WorkerDriverFactory] = {"kuberay": kuberay_driver}
+DRIVERS: dict[str, DriverFactory] = {
+    "kuberay": kuberay_driver,
+    "local": local_driver,
+    "memory": memory_driver,
+}
+WORKER_DRIVERS: dict[str, WorkerDriverFactory] = {"kuberay": kuberay_driver, "local": local_driver}
 
 __all__ = [
     "test_a_busy_or_unknown_worker_is_never_removed",

@@ -51,6 +51,9 @@ LOCAL_NAMESPACE = "local"  # namespace label of laptop-mode clusters
 
 # Kubernetes Events rayops emits (section 6).
 EVENT_REPORTING_COMPONENT = "rayops-controller"
+# On each of those Events: the whole typed event as JSON, so the bot reads back exactly what was sent
+# (requester, severity, data), not only reason and message. Not on RayClusters: not in ALL_ANNOTATIONS.
+EVENT_ANNOTATION = "rayops.io/event"
 
 
 def is_opted_in(labels: dict[str, str] | None) -> bool:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from controller import keys, records
+from controller.annotations import decode_pin
 from controller.backends.base import ManagedCluster, ManagedGroup, ScaleTarget
-from controller.backends.memory import decode_pin
 from controller.domain import ClusterRef, GroupObservation, GroupRef, Sample, SignalSpec
 from controller.limits import ClusterLimits, limits_for
 from controller.metrics.base import FetchResult, MetricsSource, MetricTarget

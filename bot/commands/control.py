@@ -14,8 +14,8 @@ from bot.commands.context import Context, Outcome, clock_time, error, ok
 from bot.commands.parser import ParsedCommand, suggest
 from bot.commands.requests import request_approval
 from controller import keys
+from controller.annotations import encode_pin
 from controller.backends.base import GroupStatus
-from controller.backends.memory import encode_pin
 from controller.domain import ManualPin
 
 

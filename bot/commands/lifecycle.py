@@ -16,8 +16,8 @@ from bot.commands.parser import ParsedCommand, suggest
 from bot.commands.requests import request_approval
 from bot.commands.views import connect_fields
 from controller import keys
+from controller.annotations import encode_time
 from controller.backends.base import ClusterNotFound, ClusterRequest, ClusterState, NotManaged
-from controller.backends.memory import encode_time
 from controller.domain import ClusterRef
 from controller.policy.durations import format_duration, parse_duration
 

@@ -26,7 +26,7 @@ from bot.commands.table import (
     Kind,
     Param,
 )
-from controller.backends.memory import cluster_name_problem, namespace_problem
+from controller.names import cluster_name_problem, namespace_problem
 from controller.policy.durations import format_duration, parse_duration
 
 MAX_INPUT_CHARS = 1000

@@ -29,8 +29,7 @@ from controller.events import Event, EventType
 
 log = logging.getLogger("rayops.kube.events")
 
-# Belongs with the other keys in controller/keys.py; here until that module takes it.
-EVENT_ANNOTATION = keys.PREFIX + "event"
+EVENT_ANNOTATION = keys.EVENT_ANNOTATION  # re-exported: older callers import it from here
 PUBLISH_ATTEMPTS = 3
 MAX_MESSAGE = 1024  # the API server refuses longer Event messages
 SEEN_FOR = timedelta(hours=3)  # remembered this long; older Events are ignored (the server keeps 1 h)
@@ -74,7 +73,7 @@ class KubeEventSink:
                 "name": f"{regarding['name']}.{uuid.uuid4().hex[:16]}",
                 "namespace": namespace,
                 "labels": {keys.LABEL_MANAGED_BY: keys.MANAGED_BY_VALUE},
-                "annotations": {EVENT_ANNOTATION: payload},
+                "annotations": {keys.EVENT_ANNOTATION: payload},
             },
             "involvedObject": regarding,
             "reason": str(event.type),
@@ -114,7 +113,7 @@ def event_from_kube(obj: Mapping[str, Any]) -> Event | None:
     """The typed event back from a Kubernetes Event: from the annotation, else from reason and message
     (an Event written by someone else under our reporting component); None when it is not one of ours."""
     meta = obj.get("metadata") or {}
-    raw = (meta.get("annotations") or {}).get(EVENT_ANNOTATION)
+    raw = (meta.get("annotations") or {}).get(keys.EVENT_ANNOTATION)
     if raw:
         try:
             return Event.from_dict(json.loads(raw))

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller import keys
+from controller.annotations import decode_decision, decode_pin, decode_time
 from controller.backends.base import (
     ClusterState,
     ClusterStatus,
@@ -23,7 +24,6 @@ from controller.backends.base import (
     ManagedGroup,
     attach_activity,
 )
-from controller.backends.memory import decode_decision, decode_pin, decode_time
 from controller.backends.render import GPU_RESOURCE, parse_quantity
 from controller.domain import Activity, ClusterRef, GroupRef, Worker
 from controller.metrics.base import ClusterActivity

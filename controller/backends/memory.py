@@ -8,21 +8,19 @@ about a cluster as the annotations of contracts.md section 3. It never moves a c
 itself: tests drive it (`make_ready`, `set_state`, `set_ready`), because a real cluster's progress is
 not the bot's doing.
 
-The annotation encodings (pin, expiry) are here as functions because the bot writes what the
-backends read; they belong with `controller.keys` once a second backend needs them.
+The annotation encodings (pin, expiry) are in `controller.annotations`, shared by every backend.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
-import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from controller import keys
+from controller.annotations import decode_decision, decode_pin, decode_time, encode_pin, encode_time
 from controller.backends.base import (
     AlreadyExists,
     ApplyResult,
@@ -41,93 +39,34 @@ from controller.backends.base import (
     ModeRefused,
     NotManaged,
 )
-from controller.domain import ClusterRef, Decision, GroupRef, ManualPin
+from controller.domain import ClusterRef, Decision, GroupRef
+from controller.names import (
+    CLUSTER_NAME,
+    MAX_CLUSTER_NAME,
+    MAX_NAMESPACE_NAME,
+    NAMESPACE_NAME,
+    cluster_name_problem,
+    namespace_problem,
+)
 from controller.policy.durations import parse_duration
 from controller.policy.model import ClusterProfile
 
-# A RayCluster name becomes Service names (`<name>-head-svc`), which must be DNS-1035 labels of at
-# most 63 characters; hence a letter first and room for the longest suffix.
-CLUSTER_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-MAX_CLUSTER_NAME = 63 - len("-head-svc")
-NAMESPACE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-MAX_NAMESPACE_NAME = 63
-
-
-def cluster_name_problem(name: str) -> str | None:
-    """Why `name` cannot name a RayCluster, or None when it can."""
-    if not name:
-        return "a cluster name cannot be empty"
-    if len(name) > MAX_CLUSTER_NAME:
-        return f"a cluster name has at most {MAX_CLUSTER_NAME} characters (got {len(name)})"
-    if not CLUSTER_NAME.match(name):
-        return (
-            "a cluster name uses lowercase letters, digits and '-', starts with a letter and ends "
-            "with a letter or digit"
-        )
-    return None
-
-
-def namespace_problem(namespace: str) -> str | None:
-    if not namespace or len(namespace) > MAX_NAMESPACE_NAME or not NAMESPACE_NAME.match(namespace):
-        return (
-            "a namespace uses lowercase letters, digits and '-' (at most 63), starting and ending "
-            "with a letter or digit"
-        )
-    return None
-
-
-# --- annotation encodings (contracts.md section 3) ----------------------------------------------
-
-
-def encode_time(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def decode_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
-def encode_pin(pin: ManualPin) -> str:
-    """`rayops.io/manual-replicas`: `{"group": ..., "replicas": N, "until": ISO-8601 | null, "by": ...}`."""
-    return json.dumps(
-        {
-            "group": pin.group,
-            "replicas": pin.replicas,
-            "until": encode_time(pin.until) if pin.until else None,
-            "by": pin.by,
-        },
-        sort_keys=True,
-    )
-
-
-def decode_pin(text: str | None) -> ManualPin | None:
-    """The pin, or None when absent or unreadable (a malformed pin is ignored, never guessed at)."""
-    if not text:
-        return None
-    try:
-        d = json.loads(text)
-        group, replicas = d["group"], d["replicas"]
-        if not isinstance(group, str) or not isinstance(replicas, int) or replicas < 0:
-            return None
-        by = d.get("by")
-        return ManualPin(group, replicas, decode_time(d.get("until")), by if isinstance(by, str) else None)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-def decode_decision(text: str | None) -> Decision | None:
-    if not text:
-        return None
-    try:
-        return Decision.from_dict(json.loads(text))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
+# The annotation codec and the name rules used to live here; real backends and the bot now import
+# them from `controller.annotations` and `controller.names`. Re-exported for older callers (tests).
+__all__ = [
+    "CLUSTER_NAME",
+    "MAX_CLUSTER_NAME",
+    "MAX_NAMESPACE_NAME",
+    "NAMESPACE_NAME",
+    "MemoryBackend",
+    "cluster_name_problem",
+    "decode_decision",
+    "decode_pin",
+    "decode_time",
+    "encode_pin",
+    "encode_time",
+    "namespace_problem",
+]
 
 
 # --- the store ----------------------------------------------------------------------------------

@@ -31,8 +31,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from controller import keys
+from controller.annotations import encode_time
 from controller.backends.base import ClusterRequest, InvalidProfile
-from controller.backends.memory import cluster_name_problem, encode_time, namespace_problem
+from controller.names import cluster_name_problem, namespace_problem
 from controller.policy.durations import parse_duration
 from controller.policy.model import ClusterProfile, NodeResources, WorkerGroupProfile
 

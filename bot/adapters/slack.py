@@ -60,6 +60,10 @@ from bot.adapters.slack_queue import ChannelQueues, Delivery, OutgoingMessage, r
 from bot.adapters.slack_settings import SlackSettings
 
 log = logging.getLogger("rayops.bot.slack")
+# slack_sdk's webhook client logs each request's URL at DEBUG. A response URL lets whoever holds it
+# post into the channel for 30 minutes, so the client gets a logger that never emits DEBUG.
+_webhook_log = logging.getLogger("rayops.bot.slack.webhook")
+_webhook_log.setLevel(logging.INFO)
 
 STOP_GRACE_S = 20.0  # commands in flight may finish this long after stop() is asked
 
@@ -308,7 +312,9 @@ class SlackAdapter:
             "response_type": "ephemeral" if private else "in_channel",
             "replace_original": False,
         }
-        webhook = WebhookClient(url, timeout=self.settings.request_timeout_s, proxy=self.client.proxy)
+        webhook = WebhookClient(
+            url, timeout=self.settings.request_timeout_s, proxy=self.client.proxy, logger=_webhook_log
+        )
         attempts = 3
         for attempt in range(1, attempts + 1):
             wait = float(attempt)

@@ -207,7 +207,9 @@ def start_slack(
     """`start_slack(mode="http", access=SLACK_ACCESS, **settings) -> (parts, adapter)`: a whole bot
     on the Slack adapter, talking to the stand-in, started and ready."""
 
-    def start(mode: str = "http", access: str = SLACK_ACCESS, **settings: Any) -> tuple[BotParts, SlackAdapter]:
+    def start(
+        mode: str = "http", access: str = SLACK_ACCESS, **settings: Any
+    ) -> tuple[BotParts, SlackAdapter]:
         parts = make_bot(tmp_path / f"bot{len(runners)}", access)
         adapter = SlackAdapter(
             SlackSettings(

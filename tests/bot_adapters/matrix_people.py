@@ -98,14 +98,18 @@ class Person:
                 if match(s):
                     return self.seen.pop(i)
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.id} timed out waiting for {what}; saw {[s.body for s in self.seen]}")
+                raise AssertionError(
+                    f"{self.id} timed out waiting for {what}; saw {[s.body for s in self.seen]}"
+                )
             await self._sync()
 
     async def notice(self, room_id: str | None, contains: str, timeout: float = 20.0) -> Seen:
         return await self.wait_for(
-            lambda s: isinstance(s.event, RoomMessageNotice)
-            and (room_id is None or s.room_id == room_id)
-            and contains in s.body,
+            lambda s: (
+                isinstance(s.event, RoomMessageNotice)
+                and (room_id is None or s.room_id == room_id)
+                and contains in s.body
+            ),
             timeout,
             f"a notice containing {contains!r}",
         )

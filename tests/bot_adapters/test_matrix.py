@@ -249,7 +249,9 @@ async def test_sync_backs_off_while_the_homeserver_is_unreachable_and_catches_up
 
     answer = await alice.notice(room, "You are ")
     assert _replying_to(asked)(answer)
-    delays = [float(m[1]) for r in caplog.records if (m := re.search(r"retrying in ([0-9.]+) s", r.getMessage()))]
+    delays = [
+        float(m[1]) for r in caplog.records if (m := re.search(r"retrying in ([0-9.]+) s", r.getMessage()))
+    ]
     assert delays[:3] == [0.2, 0.4, 0.8]
     assert all(d <= 0.8 for d in delays)
     assert any("Matrix sync works again after" in r.getMessage() for r in caplog.records)

@@ -39,13 +39,20 @@ BOB = "U0BOB0001"
 
 def _command(adapter: SlackAdapter, text: str, response_url: str, **fields: Any) -> Any:
     assert adapter.url is not None
-    return signed_request(adapter.url, slash_command_body(text, response_url=response_url, **fields), SIGNING_SECRET)
+    return signed_request(
+        adapter.url, slash_command_body(text, response_url=response_url, **fields), SIGNING_SECRET
+    )
 
 
 def _press(adapter: SlackAdapter, value: str, user: str, response_url: str) -> Any:
     assert adapter.url is not None
     payload = block_actions_payload(
-        "rayops-0", value, user_id=user, user_name=user.lower(), channel_id="C0DEVOPS1", response_url=response_url
+        "rayops-0",
+        value,
+        user_id=user,
+        user_name=user.lower(),
+        channel_id="C0DEVOPS1",
+        response_url=response_url,
     )
     return signed_request(adapter.url, interactive_body(payload), SIGNING_SECRET).send()
 
@@ -189,14 +196,18 @@ def test_mention_and_direct_message_are_answered_in_their_thread(
 
     dm = {**app_mention_event("ray list"), "type": "message", "channel": "D0ALICE01", "channel_type": "im"}
     body = json.dumps(event_callback(dm)).encode()
-    assert signed_request(adapter.url, body, SIGNING_SECRET, content_type=JSON_CONTENT_TYPE).send().status == 200
+    assert (
+        signed_request(adapter.url, body, SIGNING_SECRET, content_type=JSON_CONTENT_TYPE).send().status == 200
+    )
     answers = slack_api.wait_for_calls("chat.postMessage", count=2)
     assert answers[1].params["channel"] == "D0ALICE01"
     assert "thread_ts" not in answers[1].params
     assert "No clusters" in answers[1].params["text"]
 
 
-def test_slack_user_group_grants_rights_and_is_cached(slack_api: SlackApiStandIn, start_slack: StartSlack) -> None:
+def test_slack_user_group_grants_rights_and_is_cached(
+    slack_api: SlackApiStandIn, start_slack: StartSlack
+) -> None:
     slack_api.set_usergroup("S0NLPTEAM", ["U0CAROL01"])
     slack_api.set_usergroup("S0APPROVE", [])
     parts, adapter = start_slack()

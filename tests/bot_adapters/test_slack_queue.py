@@ -5,6 +5,7 @@ key coalesce (and the survivor says so), and whatever is given up is logged at E
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 
 import pytest
@@ -89,7 +90,7 @@ async def test_messages_to_one_channel_are_paced_in_order(slack_api: SlackApiSta
     results = await asyncio.gather(*(q.submit(OutgoingMessage(DEVOPS, f"m{n}")) for n in range(3)))
     calls = slack_api.calls("chat.postMessage")
     assert [c.params["text"] for c in calls] == ["m0", "m1", "m2"]
-    assert all(b.at - a.at >= 0.29 for a, b in zip(calls, calls[1:], strict=False))
+    assert all(b.at - a.at >= 0.29 for a, b in itertools.pairwise(calls))
     assert all(r.ok for r in results)
 
 
@@ -107,7 +108,9 @@ async def test_permanent_errors_and_exhausted_retries_are_logged_not_dropped_sil
     assert (tired.ok, tired.attempts) == (False, 3)
     assert tired.error is not None and "gave up after 3 attempts" in tired.error
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert any("C0GONE" in m and "channel_not_found" in m and "demo was deleted: expired" in m for m in errors)
+    assert any(
+        "C0GONE" in m and "channel_not_found" in m and "demo was deleted: expired" in m for m in errors
+    )
     assert any(DEVOPS in m and "Failure (ray-nlp/demo): x" in m for m in errors)
 
 

@@ -25,7 +25,9 @@ def test_slash_command_over_socket_mode_is_acked_with_its_envelope_id_then_answe
     assert adapter.readiness().ready
     url = slack_api.new_response_url()
 
-    envelope_id = slack_api.push_envelope("slash_commands", slash_command_fields("create demo", response_url=url))
+    envelope_id = slack_api.push_envelope(
+        "slash_commands", slash_command_fields("create demo", response_url=url)
+    )
     ack = slack_api.wait_for_ack(envelope_id)
 
     assert ack.envelope_id == envelope_id
@@ -49,7 +51,12 @@ def test_delete_confirmed_with_the_button_over_socket_mode(
     slack_api.send_envelope("slash_commands", slash_command_fields("delete demo", response_url=asked))
     [question] = slack_api.wait_for_responses(asked)
     assert question.body["response_type"] == "ephemeral"
-    buttons = {e["text"]["text"]: e["value"] for b in question.body["blocks"] if b["type"] == "actions" for e in b["elements"]}
+    buttons = {
+        e["text"]["text"]: e["value"]
+        for b in question.body["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+    }
     assert parts.backend.list() != []
 
     pressed = slack_api.new_response_url()
@@ -63,7 +70,9 @@ def test_delete_confirmed_with_the_button_over_socket_mode(
 
     # The same press again (Slack redelivers nothing, but a person may double-click).
     again = slack_api.new_response_url()
-    slack_api.send_envelope("interactive", block_actions_payload("rayops-0", buttons["Confirm"], response_url=again))
+    slack_api.send_envelope(
+        "interactive", block_actions_payload("rayops-0", buttons["Confirm"], response_url=again)
+    )
     [second] = slack_api.wait_for_responses(again)
     assert "already" in second.body["text"]
     assert second.body["response_type"] == "ephemeral"

@@ -37,7 +37,7 @@ from bot.approvals import ApprovalState, ApprovalStore
 from bot.audit import AuditLog, AuditRecord
 from bot.authz import AccessView, Grant, Identity
 from bot.chart import History, NoHistory
-from bot.commands.context import Context, Outcome, error, refused
+from bot.commands.context import Approval, Context, Outcome, error, refused
 from bot.commands.parser import ParsedCommand, ParseError, parse, suggest
 from bot.commands.registry import HANDLERS
 from bot.commands.requests import expire
@@ -157,10 +157,12 @@ class Bot:
         confirmed: bool = False,
         approved: bool = False,
         via: str | None = None,
+        approval: Approval | None = None,
     ) -> Outcome:
-        """Run one command text as `identity`; total and redacted."""
+        """Run one command text as `identity`; total and redacted. `approval` (which implies
+        `approved`) is the approval being carried out, for handlers that record it."""
         try:
-            outcome = self._execute(identity, text, channel, thread, confirmed, approved, via)
+            outcome = self._execute(identity, text, channel, thread, confirmed, approved, via, approval)
         except Exception:
             ref = secrets.token_hex(4)
             log.exception("command failed (ref %s) for %s: %r", ref, identity.key, text[:200])
@@ -182,8 +184,10 @@ class Bot:
         confirmed: bool,
         approved: bool,
         via: str | None,
+        approval: Approval | None = None,
     ) -> Outcome:
         now = self.clock()
+        approved = approved or approval is not None
         parsed = parse(text)
         if isinstance(parsed, ParseError):
             return Outcome(Reply(parsed.message, ReplyStatus.ERROR))
@@ -232,13 +236,14 @@ class Bot:
                 history=self.history,
                 settings=self.settings,
                 now=now,
-                run_as=lambda who, cmd_text, why: self.execute(
-                    who, cmd_text, channel=channel, thread=thread, confirmed=True, approved=True, via=why
+                run_as=lambda who, cmd_text, why, carried: self.execute(
+                    who, cmd_text, channel=channel, thread=thread, confirmed=True, via=why, approval=carried
                 ),
                 target=target,
                 namespace=namespace,
                 profile=profile,
                 approved=approved,
+                approval=approval,
                 channel_id=channel,
                 thread_id=thread,
                 want_chart=identity.platform in self.charts_for,

@@ -1,6 +1,6 @@
 """How the values in rayops' annotations are written and read (contracts.md section 3). Pure.
 
-The bot writes what the controller and every backend read (a pin, an expiry), and
+The bot writes what the controller and every backend read (a pin, an expiry, approved limits), and
 the controller writes what the bot shows (the last decision). One codec for all of them, so the
 KubeRay, local and in-memory backends and both processes agree byte for byte; the keys themselves
 are in `controller.keys`. (It used to live in the in-memory backend, which real backends should not
@@ -13,7 +13,9 @@ pin or an approval someone mangled by hand must not turn into a scaling decision
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from controller.domain import Decision, ManualPin
 
@@ -69,3 +71,65 @@ def decode_decision(text: str | None) -> Decision | None:
         return Decision.from_dict(json.loads(text))
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+@dataclass(frozen=True)
+class ApprovedLimits:
+    """`rayops.io/approved-limits`: what an approver allowed this cluster beyond its requester's
+    access limits (`workersPerCluster` over all groups, `gpusPerCluster`).
+
+    Written by the bot when it carries out an approved request; read by the controller's limits
+    (controller/limits.py), which take the larger of this and the rule limits, so an approved
+    `create big workers=6` is not clamped back to the requester's 4 on the next tick. `request` and
+    `by` say which approval allowed it, for `status` and the audit trail.
+    """
+
+    workers: int
+    gpus: int
+    request: str = ""
+    by: str = ""
+    at: datetime | None = None
+
+    def widened(self, other: ApprovedLimits) -> ApprovedLimits:
+        """A later approval on the same cluster keeps what earlier ones allowed (the larger of each)."""
+        return ApprovedLimits(
+            max(self.workers, other.workers), max(self.gpus, other.gpus), other.request, other.by, other.at
+        )
+
+
+def encode_approved_limits(limits: ApprovedLimits) -> str:
+    return json.dumps(
+        {
+            "workers": limits.workers,
+            "gpus": limits.gpus,
+            "request": limits.request,
+            "by": limits.by,
+            "at": encode_time(limits.at) if limits.at else None,
+        },
+        sort_keys=True,
+    )
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def decode_approved_limits(text: str | None) -> ApprovedLimits | None:
+    """The approved limits, or None when absent or unreadable: a malformed value grants nothing."""
+    if not text:
+        return None
+    try:
+        d = json.loads(text)
+        workers, gpus = _count(d["workers"]), _count(d.get("gpus", 0))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if workers is None or gpus is None:
+        return None
+    request, by = d.get("request"), d.get("by")
+    return ApprovedLimits(
+        workers,
+        gpus,
+        request if isinstance(request, str) else "",
+        by if isinstance(by, str) else "",
+        decode_time(d.get("at")) if isinstance(d.get("at"), str) else None,
+    )

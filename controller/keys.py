@@ -23,6 +23,9 @@ ANN_PAUSED = "rayops.io/paused"
 ANN_MANUAL_REPLICAS = "rayops.io/manual-replicas"
 ANN_DECISION = "rayops.io/decision"
 ANN_STATE = "rayops.io/state"
+# What an approver allowed beyond the requester's access limits (controller.annotations.ApprovedLimits):
+# the controller caps the cluster at the larger of this and the rule limits (controller/limits.py).
+ANN_APPROVED_LIMITS = "rayops.io/approved-limits"
 ALL_ANNOTATIONS = (
     ANN_REQUESTER,
     ANN_PROFILE,
@@ -32,6 +35,7 @@ ALL_ANNOTATIONS = (
     ANN_MANUAL_REPLICAS,
     ANN_DECISION,
     ANN_STATE,
+    ANN_APPROVED_LIMITS,
 )
 # Annotations are bounded so a RayCluster stays far below the 256 KiB annotation limit.
 MAX_ANNOTATION_BYTES = 16 * 1024

@@ -10,6 +10,11 @@ what one person may hold. So the loop caps each group before deciding:
   the most generous rule winning as in the bot (bot/authz.py): `workersPerCluster` over all groups,
   `gpusPerCluster` over the GPU groups.
 
+An approver may have allowed more: a request over the limits that was approved leaves
+`rayops.io/approved-limits` on the cluster (written by the bot), and the caps are then the larger of
+it and the rule limits, so the approved size is not clamped back on the next tick. The profile's own
+bounds stay hard (the bot refuses a request past them, approved or not).
+
 Group subjects (a Slack or Kubernetes group) cannot be resolved here (membership lives with the chat
 platform), so a requester known only through a group gets the profile caps alone. With no AccessPolicy
 at all (laptop mode) only the profile caps apply, as the bot's console fallback allows everything.
@@ -27,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from controller import keys
+from controller.annotations import ApprovedLimits, decode_approved_limits
 from controller.backends.base import ManagedCluster
 from controller.policy.loader import PolicySet
 from controller.policy.model import AccessLimits, AccessPolicy, Subject
@@ -49,6 +55,7 @@ class ClusterLimits:
     per_group: Mapping[str, int] = field(default_factory=dict)  # the profile's maxWorkers per group
     subject: str | None = None  # the requester whose rules gave `workers`/`gpus`
     rules: str = ""  # which rules, for messages
+    approved: ApprovedLimits | None = None  # an approval that raised `workers` or `gpus`
 
     @property
     def any(self) -> bool:
@@ -105,7 +112,13 @@ def limits_for(cluster: ManagedCluster, policy_set: PolicySet) -> ClusterLimits:
     )
     if merged is None:
         return ClusterLimits(per_group=per_group)
-    return ClusterLimits(merged.workers_per_cluster, merged.gpus_per_cluster, per_group, requester, rules)
+    workers, gpus = merged.workers_per_cluster, merged.gpus_per_cluster
+    approved = decode_approved_limits(ann.get(keys.ANN_APPROVED_LIMITS))
+    if approved is None or (approved.workers <= workers and approved.gpus <= gpus):
+        return ClusterLimits(workers, gpus, per_group, requester, rules)
+    return ClusterLimits(
+        max(workers, approved.workers), max(gpus, approved.gpus), per_group, requester, rules, approved
+    )
 
 
 @dataclass
@@ -128,17 +141,26 @@ class CapBudget:
             caps.append((self.limits.per_group[group], "the profile's maxWorkers"))
         others = sum(n for g, n in self.counts.items() if g != group)
         if self.limits.workers is not None:
-            caps.append((max(0, self.limits.workers - others), f"workersPerCluster {self.limits.workers}"))
+            caps.append((max(0, self.limits.workers - others), self._label("workersPerCluster", "workers")))
         gpw = self.gpus_per_worker.get(group, 0.0)
         if self.limits.gpus is not None and gpw > 0:
             other_gpus = sum(
                 n * self.gpus_per_worker.get(g, 0.0) for g, n in self.counts.items() if g != group
             )
             left = max(0.0, self.limits.gpus - other_gpus)
-            caps.append((math.floor(left / gpw + 1e-9), f"gpusPerCluster {self.limits.gpus}"))
+            caps.append((math.floor(left / gpw + 1e-9), self._label("gpusPerCluster", "gpus")))
         if not caps:
             return None, ""
         return min(caps, key=lambda c: c[0])
+
+    def _label(self, rule_name: str, field_name: str) -> str:
+        """`workersPerCluster 4`, or where an approval raised it `approved workers 6 (request ID by X)`."""
+        value = getattr(self.limits, field_name)
+        approved = self.limits.approved
+        if approved is not None and getattr(approved, field_name) == value:
+            via = f" (request {approved.request} by {approved.by})" if approved.request else ""
+            return f"approved {field_name} {value}{via}"
+        return f"{rule_name} {value}"
 
     def decided(self, group: str, target: int) -> None:
         self.counts[group] = target

@@ -32,9 +32,20 @@ class Outcome:
     target: str | None = None  # namespace/name, for the audit record when there was no target
 
 
-RunAs = Callable[[Identity, str, str], Outcome]
-"""Run a command text as another identity (an approved request runs as its requester); the third
-argument says why, for the audit trail ("approval k3j2mq7x by slack:U9")."""
+@dataclass(frozen=True)
+class Approval:
+    """The approval a run carries out: the handler records it on what it creates or changes
+    (`rayops.io/approved-limits`), so the controller keeps the approved size instead of clamping it
+    back to the requester's limits."""
+
+    request: str  # the request id
+    by: str  # the approver's identity key
+    at: datetime
+
+
+RunAs = Callable[[Identity, str, str, Approval], Outcome]
+"""Run a command text as another identity with its limits lifted (an approved request runs as its
+requester); the third argument says why, for the audit trail ("approval k3j2mq7x by slack:U9")."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class Context:
     namespace: str | None = None  # create/list: the namespace in effect
     profile: str | None = None  # create: the profile in effect
     approved: bool = False  # an approver approved this run: limits do not apply
+    approval: Approval | None = None  # which approval, when `approved`
     channel_id: str | None = None
     thread_id: str | None = None
     want_chart: bool = False

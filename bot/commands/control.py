@@ -8,13 +8,20 @@ the only writer of worker counts and every change shows up in `why`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bot.adapters.base import Reply, ReplyStatus
 from bot.authz import over_limits
 from bot.commands.context import Context, Outcome, clock_time, error, ok
 from bot.commands.parser import ParsedCommand, suggest
 from bot.commands.requests import request_approval
 from controller import keys
-from controller.annotations import encode_pin
+from controller.annotations import (
+    ApprovedLimits,
+    decode_approved_limits,
+    encode_approved_limits,
+    encode_pin,
+)
 from controller.backends.base import GroupStatus
 from controller.domain import ManualPin
 
@@ -52,6 +59,15 @@ def scale(ctx: Context, cmd: ParsedCommand) -> Outcome:
         )
     if not ctx.approved and not ctx.grant.devops_in(ctx.ref.namespace):
         limits = ctx.grant.limits_for(ctx.ref.namespace, target.profile or "")
+        approved = decode_approved_limits(target.annotations.get(keys.ANN_APPROVED_LIMITS))
+        if limits is not None and approved is not None:
+            # What an approver already allowed this cluster needs no second approval (the controller
+            # caps at the same larger value, controller/limits.py).
+            limits = replace(
+                limits,
+                workers_per_cluster=max(limits.workers_per_cluster, approved.workers),
+                gpus_per_cluster=max(limits.gpus_per_cluster, approved.gpus),
+            )
         if limits is not None:
             # As the controller counts them (controller/limits.py): workers over all groups, GPUs
             # over the GPU groups, with this group at its pinned count.
@@ -65,7 +81,10 @@ def scale(ctx: Context, cmd: ParsedCommand) -> Outcome:
     if hold is None and target.expires_at is not None and target.expires_at > ctx.now:
         pin_until = min(pin_until, target.expires_at)
     pin = ManualPin(group.name, n, pin_until, ctx.identity.key)
-    ctx.backend.set_annotations(ctx.ref, {keys.ANN_MANUAL_REPLICAS: encode_pin(pin)})
+    updates = {keys.ANN_MANUAL_REPLICAS: encode_pin(pin)}
+    if ctx.approval is not None:
+        updates[keys.ANN_APPROVED_LIMITS] = _approved_limits(ctx, group, n)
+    ctx.backend.set_annotations(ctx.ref, updates)
     note = " Autoscaling is paused for it too; `resume` clears both." if target.paused else ""
     return Outcome(
         Reply(
@@ -75,6 +94,18 @@ def scale(ctx: Context, cmd: ParsedCommand) -> Outcome:
             ReplyStatus.OK,
         )
     )
+
+
+def _approved_limits(ctx: Context, group: GroupStatus, n: int) -> str:
+    """An approved pin past the requester's limits also raises the cluster's approved limits (never
+    lowering what an earlier approval allowed), or the controller would cap the pin back."""
+    target, approval = ctx.target, ctx.approval
+    assert target is not None and approval is not None
+    counts = {g.name: (n if g.name == group.name else g.desired) for g in target.groups}
+    gpus = sum(counts[g.name] * g.resources.get("GPU", 0.0) for g in target.groups)
+    now = ApprovedLimits(sum(counts.values()), int(gpus), approval.request, approval.by, approval.at)
+    before = decode_approved_limits(target.annotations.get(keys.ANN_APPROVED_LIMITS))
+    return encode_approved_limits(before.widened(now) if before is not None else now)
 
 
 def pause(ctx: Context, cmd: ParsedCommand) -> Outcome:

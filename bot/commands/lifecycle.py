@@ -16,7 +16,7 @@ from bot.commands.parser import ParsedCommand, suggest
 from bot.commands.requests import request_approval
 from bot.commands.views import connect_fields
 from controller import keys
-from controller.annotations import encode_time
+from controller.annotations import ApprovedLimits, encode_approved_limits, encode_time
 from controller.backends.base import ClusterNotFound, ClusterRequest, ClusterState, NotManaged
 from controller.domain import ClusterRef
 from controller.policy.durations import format_duration, parse_duration
@@ -87,6 +87,14 @@ def create(ctx: Context, cmd: ParsedCommand) -> Outcome:
             )
             if reasons:
                 return request_approval(ctx, cmd, reasons, str(ref))
+    annotations: dict[str, str] = {}
+    if ctx.approval is not None:
+        # Recorded at create, so the controller's first tick already caps at the approved size, not
+        # at the requester's own limits (controller/limits.py takes the larger).
+        approved = ApprovedLimits(
+            eff_workers + gpu_workers, eff_gpus, ctx.approval.request, ctx.approval.by, ctx.approval.at
+        )
+        annotations[keys.ANN_APPROVED_LIMITS] = encode_approved_limits(approved)
     status = ctx.backend.create(
         ClusterRequest(
             name=name,
@@ -96,6 +104,7 @@ def create(ctx: Context, cmd: ParsedCommand) -> Outcome:
             workers=workers,
             gpus=gpus,
             ttl_seconds=int(ttl.total_seconds()) if ttl is not None else None,
+            annotations=annotations,
         )
     )
     size = plural(eff_workers, "worker") + (f", {plural(gpu_workers, 'GPU worker')}" if gpu_workers else "")

@@ -21,7 +21,7 @@ from bot.adapters.base import (
 )
 from bot.approvals import ApprovalRequest, ApprovalState, ApprovalStore, new_id
 from bot.authz import Identity
-from bot.commands.context import Context, Outcome, clock_time, error, refused, until
+from bot.commands.context import Approval, Context, Outcome, clock_time, error, refused, until
 from bot.commands.parser import ParsedCommand
 
 
@@ -148,7 +148,12 @@ def approve(ctx: Context, cmd: ParsedCommand) -> Outcome:
         ctx.approvals.update(replace(claimed, outcome="failed: unreadable requester"), ApprovalState.APPROVED)
         return error(f"request `{rid}` names a requester I cannot read ({req.requester}); nothing was run")
     requester = replace(requester, groups=frozenset(req.requester_groups))
-    result = ctx.run_as(requester, req.command, f"approval {rid} by {ctx.identity.key}")
+    result = ctx.run_as(
+        requester,
+        req.command,
+        f"approval {rid} by {ctx.identity.key}",
+        Approval(rid, ctx.identity.key, ctx.now),
+    )
     first = result.reply.text.splitlines()[0] if result.reply.text else str(result.reply.status)
     done = result.reply.status is ReplyStatus.OK
     ctx.approvals.update(

@@ -189,6 +189,10 @@ class ClusterRequest:
     gpus: int | None = None  # GPU workers wanted (None: profile default)
     ttl_seconds: int | None = None  # None: profile default
     labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """Extra annotations the cluster is created with (an approval's `rayops.io/approved-limits`), so
+    they are there before the controller's first look. rayops' own keys (requester, profile, policy,
+    expiry) are set by the backend and win over these."""
 
 
 @dataclass(frozen=True)

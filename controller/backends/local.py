@@ -280,6 +280,7 @@ class LocalBackend:
             for g in spec.worker_groups
         ]
         annotations = {
+            **request.annotations,
             keys.ANN_REQUESTER: request.requester,
             keys.ANN_PROFILE: profile.name,
             keys.ANN_EXPIRES_AT: encode_time(now + ttl),

@@ -320,6 +320,7 @@ class MemoryBackend:
                 resources = _group_resources(g.cpu, g.memory, g.gpu) | dict(g.ray_resources)
                 groups[g.name] = _Group(g.name, wanted, g.min_workers, g.max_workers, 0, resources)
             annotations = {
+                **request.annotations,
                 keys.ANN_REQUESTER: request.requester,
                 keys.ANN_PROFILE: profile.name,
                 keys.ANN_EXPIRES_AT: encode_time(now + ttl),

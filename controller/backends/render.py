@@ -159,6 +159,7 @@ def render_raycluster(
     if spec.head.gpu:
         head_params["num-gpus"] = str(spec.head.gpu)
     annotations = {
+        **request.annotations,
         keys.ANN_REQUESTER: request.requester,
         keys.ANN_PROFILE: profile.name,
         keys.ANN_EXPIRES_AT: encode_time(expires),

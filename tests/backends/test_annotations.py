@@ -8,13 +8,19 @@ module takes codec functions from the in-memory test backend.
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from controller import annotations, keys
+from controller.backends.base import ClusterRequest
 from controller.backends.kuberay_events import KubeEventSink
+from controller.backends.local import LocalBackend
+from controller.backends.memory import MemoryBackend
+from controller.backends.render import render_raycluster
 from controller.domain import ManualPin
 from controller.events import Event, EventType
+from tests.backends.drivers import CONTRACT_PROFILE, REQUESTER
 
 REPO = Path(__file__).resolve().parents[2]
 CODEC = {"encode_time", "decode_time", "encode_pin", "decode_pin", "decode_decision"}
@@ -84,3 +90,50 @@ def test_kubernetes_events_carry_the_typed_event_under_the_key_in_keys() -> None
     event = Event(EventType.SCALED_UP, "up", datetime(2026, 11, 26, tzinfo=UTC))
     body = sink.event_body(event)
     assert set(body["metadata"]["annotations"]) == {keys.EVENT_ANNOTATION}
+
+
+# --- create annotations (an approval's approved-limits), honoured by all three backends ----------
+
+
+def _request_with_annotations(namespace: str) -> ClusterRequest:
+    extra = {keys.ANN_APPROVED_LIMITS: '{"workers": 3, "gpus": 0}', keys.ANN_REQUESTER: "slack:MALLORY"}
+    return ClusterRequest("big", namespace, CONTRACT_PROFILE.name, REQUESTER, annotations=extra)
+
+
+def _check_created_annotations(ann: Mapping[str, str]) -> None:
+    assert ann[keys.ANN_APPROVED_LIMITS] == '{"workers": 3, "gpus": 0}'
+    assert ann[keys.ANN_REQUESTER] == REQUESTER, "rayops' own keys win over the request's"
+
+
+def test_kuberay_creates_with_the_request_annotations() -> None:
+    body = render_raycluster(CONTRACT_PROFILE, _request_with_annotations("team-a"), datetime.now(UTC))
+    _check_created_annotations(body["metadata"]["annotations"])
+
+
+def test_memory_creates_with_the_request_annotations() -> None:
+    backend = MemoryBackend({CONTRACT_PROFILE.name: CONTRACT_PROFILE})
+    _check_created_annotations(backend.create(_request_with_annotations("team-a")).annotations)
+
+
+def test_local_plans_the_request_annotations(tmp_path: Path) -> None:
+    """The record a local create writes before starting any process (no Ray needed to check it)."""
+    backend = LocalBackend({CONTRACT_PROFILE.name: CONTRACT_PROFILE}, state_dir=tmp_path)
+    _check_created_annotations(backend._plan(_request_with_annotations(keys.LOCAL_NAMESPACE)).annotations)
+
+
+def test_approved_limits_round_trip_widen_and_refuse_what_is_mangled() -> None:
+    at = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    approved = annotations.ApprovedLimits(6, 1, "k3j2mq7x", "slack:U9", at)
+    assert annotations.decode_approved_limits(annotations.encode_approved_limits(approved)) == approved
+    later = annotations.ApprovedLimits(4, 2, "abcdefgh", "slack:U8", at)
+    assert approved.widened(later) == annotations.ApprovedLimits(6, 2, "abcdefgh", "slack:U8", at)
+    for bad in (
+        '{"workers": -1}',
+        '{"workers": true}',
+        '{"gpus": 1}',
+        '{"workers": 2, "gpus": "x"}',
+        "[",
+        "",
+    ):
+        assert annotations.decode_approved_limits(bad) is None, bad
+    assert keys.ANN_APPROVED_LIMITS in keys.ALL_ANNOTATIONS  # so `release` removes it with the others

@@ -86,9 +86,8 @@ def policy(ctx: Context, cmd: ParsedCommand) -> Outcome:
         return Outcome(Reply("No policy set is loaded yet."))
     fields: list[ReplyField] = []
     for g in s.groups:
-        # ClusterStatus carries annotations but not labels: a matchLabels selector cannot be
-        # evaluated here, which the answer says when no policy matched.
-        sel = ctx.policy_set.scaling_policy_for(s.ref.namespace, s.ref.name, {}, s.annotations, g.name)
+        # The controller's own rule (controller.policy.selection), on the same labels and annotations.
+        sel = ctx.policy_set.scaling_policy_for(s.ref.namespace, s.ref.name, s.labels, s.annotations, g.name)
         if sel is None:
             text = "no scaling policy applies (not autoscaled)"
         elif isinstance(sel, Ambiguous | UnknownPolicy):

@@ -230,6 +230,9 @@ class ClusterStatus:
     last_decision: Decision | None = None
     managed: bool = True
     annotations: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """The cluster's labels as stored, so people-side answers (`policy NAME`) can evaluate a
+    ScalingPolicy's `matchLabels` as the controller does."""
 
 
 class ClusterBackend(Protocol):

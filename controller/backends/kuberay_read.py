@@ -373,4 +373,5 @@ def cluster_status(
         last_decision=decode_decision(ann.get(keys.ANN_DECISION)),
         managed=keys.is_opted_in(_labels(rc)),
         annotations=ann,
+        labels=_labels(rc),
     )

@@ -460,6 +460,7 @@ class LocalBackend:
             last_decision=decode_decision(ann.get(keys.ANN_DECISION)),
             managed=rec.opted_in,
             annotations=dict(ann),
+            labels=dict(rec.labels),
         )
 
     # ------------------------------------------------------------------ ScaleTarget

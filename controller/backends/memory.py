@@ -271,6 +271,7 @@ class MemoryBackend:
             last_decision=decode_decision(ann.get(keys.ANN_DECISION)),
             managed=c.opted_in,
             annotations=dict(ann),
+            labels=dict(c.labels),
         )
 
     # --- ClusterBackend -------------------------------------------------------------------------

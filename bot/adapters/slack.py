@@ -71,6 +71,7 @@ STOP_GRACE_S = 20.0  # commands in flight may finish this long after stop() is a
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = False
     block_on_close = True  # server_close() joins the request threads: none outlives stop()
+    request_queue_size = 128  # socketserver's default backlog of 5 drops a burst of Slack requests
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -173,7 +174,7 @@ class SlackAdapter:
             signing_secret=s.signing_secret or "",
             request_verification_enabled=s.mode == "http",
             token_verification_enabled=True,
-            process_before_response=False,
+            process_before_response=True,
             listener_executor=self._executor,
         )
         if s.mode == "http":

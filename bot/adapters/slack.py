@@ -6,6 +6,8 @@ WSGI adapter (signature checked by bolt, replays refused by `ReplayGuard`). Ever
 lazy listener: the ack function only acks, so Slack's 3 s deadline is met whatever the command does,
 and the lazy part converts the payload (`bot.adapters.slack_convert`) and hands it to the bot's
 event loop, where `Bot.handle` runs and the answer is sent. Bolt's threads never wait for the bot.
+With `process_before_response` the ack function runs inside the request itself (bolt otherwise runs
+it on its pool and polls for the ack every 10 ms): measured by benchmark P4, it halves the p99.
 
 Answers: a slash command or a button press is answered on its `response_url` (ephemeral when the
 reply says so, or when a press was refused); a reply with a chart is posted with

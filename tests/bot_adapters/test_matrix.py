@@ -169,7 +169,7 @@ async def test_requester_and_approver_run_the_whole_flow(world: World) -> None:
     # 4. Status with the chart of workers vs demand as an m.image.
     parts.scaled("big", [(45, 1, 1, 0), (30, 1, 6, 4), (5, 6, 6, 0)])
     status_asked = await alice.say(team, "!ray status big")
-    status = await alice.notice(team, "Ray cluster big")
+    status = await alice.notice(team, "Ray cluster big", timeout=60)  # may import matplotlib first
     assert _replying_to(status_asked)(status)
     image = await alice.wait_for(lambda s: isinstance(s.event, RoomMessageImage) and s.room_id == team)
     assert image.content["info"]["mimetype"] == "image/png"

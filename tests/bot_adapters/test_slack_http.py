@@ -167,12 +167,13 @@ def test_status_posts_block_kit_and_uploads_the_chart_png_into_the_thread(
     asked = slack_api.new_response_url()
     assert _command(adapter, "status demo", asked).send().status == 200
 
-    [post] = slack_api.wait_for_calls("chat.postMessage")
+    # The first chart of the session imports matplotlib: seconds on a busy machine.
+    [post] = slack_api.wait_for_calls("chat.postMessage", timeout=60)
     assert post.params["channel"] == DEFAULT_CHANNEL_ID
     blocks = post.params["blocks"]
     assert blocks[0] == {"type": "header", "text": {"type": "plain_text", "text": "Ray cluster demo"}}
     assert any("fields" in b for b in blocks)
-    slack_api.wait_for_calls("files.completeUploadExternal")
+    slack_api.wait_for_calls("files.completeUploadExternal", timeout=30)
     [chart] = slack_api.files()
     assert chart.content is not None and chart.content.startswith(PNG_MAGIC)
     assert (chart.channel_id, chart.thread_ts) == (DEFAULT_CHANNEL_ID, post.response["ts"])

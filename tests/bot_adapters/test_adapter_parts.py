@@ -330,3 +330,26 @@ def test_bot_run_refuses_missing_chat_settings_with_exit_code_2(tmp_path: Path) 
         r = subprocess.run([*base, "--adapter", adapter], capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 2, r.stderr
         assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_slack_app_manifest_fits_the_adapter() -> None:
+    """What the adapter listens to and calls must be what the app an admin creates allows."""
+    import yaml
+
+    manifest = yaml.safe_load((ROOT / "deploy" / "slack" / "app-manifest.yaml").read_text())
+    (command,) = manifest["features"]["slash_commands"]
+    assert command["command"] == SlackSettings(bot_token="xoxb-1", app_token="xapp-1").command
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    # chat.postMessage/postEphemeral, /ray, files_upload_v2, usergroups.users.list, app_mention, DMs
+    assert {
+        "chat:write",
+        "commands",
+        "files:write",
+        "usergroups:read",
+        "app_mentions:read",
+        "im:history",
+    } <= scopes
+    settings = manifest["settings"]
+    assert {"app_mention", "message.im"} <= set(settings["event_subscriptions"]["bot_events"])
+    assert settings["interactivity"]["is_enabled"] is True  # block_actions: the buttons
+    assert settings["socket_mode_enabled"] is True  # the adapter's default mode

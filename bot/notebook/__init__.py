@@ -20,7 +20,7 @@ client, Ray and ipywidgets are imported only by the calls that use them. See doc
 from __future__ import annotations
 
 from bot.notebook.cluster import Answer, NotebookCluster, Why
-from bot.notebook.errors import ApprovalPending, ClusterGone, RayopsError, Refused
+from bot.notebook.errors import ApprovalPending, ClusterGone, RayopsError, Refused, SetupError
 from bot.notebook.session import RayopsSession
 from bot.notebook.snapshot import Snapshot
 
@@ -32,6 +32,7 @@ __all__ = [
     "RayopsError",
     "RayopsSession",
     "Refused",
+    "SetupError",
     "Snapshot",
     "Why",
 ]

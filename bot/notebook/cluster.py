@@ -10,8 +10,6 @@ the structured value rather than a message.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -152,9 +150,13 @@ class NotebookCluster:
 
     @property
     def address(self) -> str | None:
-        """What to pass to `ray.init(...)` (laptop: the head's GCS address; Kubernetes: `ray://`)."""
+        """What to pass to `ray.init(...)`: on Kubernetes the Ray Client address
+        (`ray://<name>-head-svc.<ns>.svc:10001`); in laptop mode the head's GCS address
+        (`127.0.0.1:<port>`), because a driver on the same host connects directly, and Ray Client's
+        per-driver server on a loopback head cannot reach the GCS."""
         c = self.status().connect
-        return c.client_address if c else None
+        local = self.session.driver_address(self.ref) if self.session.driver_address else None
+        return local or (c.client_address if c else None)
 
     @property
     def dashboard_url(self) -> str | None:
@@ -217,27 +219,28 @@ class NotebookCluster:
         """`ray.init(address=self.address, **init_kwargs)`, made safe for loopback laptop clusters.
 
         A driver reaching a 127.0.0.1 head must not let Ray swap that address for the host's routable
-        IP (where nothing listens); `controller.localray.DRIVER_ENV` stops that, but Ray reads it at
-        import. So: set it in the environment if `ray` is not imported yet, else apply it to the
-        already-imported constant. Returns what `ray.init` returns.
+        IP, where nothing listens (`controller.localray.DRIVER_ENV`); see `loopback_driver`. Returns
+        what `ray.init` returns.
         """
         address = self.address
         if address is None:
             raise RayopsError(Reply(f"{self.name} has no address yet (it is {self.status().state})"))
-        if address.startswith("127.0.0.1") or "://127.0.0.1" in address:
-            apply_driver_env()
         import ray
 
+        if address.startswith("127.0.0.1") or "://127.0.0.1" in address:
+            loopback_driver()
         return ray.init(address=address, **init_kwargs)
 
 
-def apply_driver_env() -> None:
-    """Make this process a driver that can reach loopback Ray heads (see `NotebookCluster.connect`)."""
-    from controller.localray import DRIVER_ENV
+def loopback_driver() -> None:
+    """Make this process a driver that keeps 127.0.0.1 as its address.
 
-    for k, v in DRIVER_ENV.items():
-        os.environ.setdefault(k, v)
-    if "ray" in sys.modules:
-        constants = sys.modules.get("ray._private.ray_constants")
-        if constants is not None:
-            setattr(constants, "ENABLE_RAY_CLUSTER", False)  # noqa: B010 (a module attribute)
+    Ray reads `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER` (`DRIVER_ENV`) once, at import, into a module
+    constant, and decides the driver's IP from that constant at `ray.init`. Setting the constant
+    rather than the environment matters in a notebook kernel: a laptop session may run the controller
+    in this process, and every `ray start` it spawns inherits the environment, where that variable
+    makes a worker refuse to join ("Multi-node Ray clusters are not supported").
+    """
+    import ray._private.ray_constants as constants
+
+    constants.ENABLE_RAY_CLUSTER = False

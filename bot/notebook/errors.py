@@ -47,6 +47,11 @@ class ApprovalPending(RayopsError):
         self.request_id = request_id
 
 
+class SetupError(RuntimeError):
+    """A session cannot be built (no policies, no namespace, unknown user): what is missing and how
+    to give it. Raised by `RayopsSession.local()` / `.kubernetes()`, before anything was changed."""
+
+
 def raise_for(reply: Reply, request_id: str | None = None) -> Reply:
     """Return an OK reply; raise the matching error for any other."""
     if reply.status is ReplyStatus.OK:

@@ -65,19 +65,23 @@ class _TextView:
         self.out = out
         self.tty = bool(getattr(out, "isatty", lambda: False)())
         self._lock = threading.Lock()
+        self._open_line = False  # a TTY line was written and not ended yet
 
     def show(self, snap: Snapshot) -> None:
         with self._lock:
             if self.tty:
                 width = shutil.get_terminal_size((120, 24)).columns - 1
                 self.out.write("\r" + snap.line(width) + "\x1b[K")
+                self._open_line = True
             else:
                 self.out.write(snap.line() + "\n")
             self.out.flush()
 
     def close(self) -> None:
-        if self.tty:
-            with self._lock:
+        """End the rewritten line, once, so the prompt or the next output starts on a new line."""
+        with self._lock:
+            if self._open_line:
+                self._open_line = False
                 self.out.write("\n")
                 self.out.flush()
 
@@ -156,6 +160,8 @@ class Indicator:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
+        if self._view is not None:
+            self._view.close()
         if remove and isinstance(self._view, _WidgetView):
             self._view.widget.close()
 

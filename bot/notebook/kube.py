@@ -37,6 +37,7 @@ from bot.audit import AuditRecord
 from bot.authz import Identity
 from bot.chart import EventHistory
 from bot.core import Bot
+from bot.notebook.errors import SetupError
 from bot.notebook.session import RayopsSession
 from bot.notebook.usage import DashboardUsage
 from bot.settings import BotSettings
@@ -55,10 +56,6 @@ log = logging.getLogger("rayops.notebook")
 
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 POLICY_CONFIGMAP = "rayops-policies"
-
-
-class SetupError(RuntimeError):
-    """The session cannot be built: what is missing and how to give it."""
 
 
 def kube_api_for(

@@ -47,7 +47,9 @@ VIA = "notebook"  # the audit record's `via` for every command a notebook runs
 class RayopsSession:
     """See the module docstring. `namespace` is where `request` creates clusters and where names
     without a namespace are looked up; `usage` (optional) reads live CPU/GPU use for the indicator;
-    `on_close` callables run at `close()` (a controller thread to stop, an API client to close)."""
+    `on_close` callables run at `close()` (a controller thread to stop, an API client to close);
+    `driver_address` (laptop mode) gives the address a driver on this host uses instead of the
+    connect info's Ray Client address."""
 
     def __init__(
         self,
@@ -59,8 +61,10 @@ class RayopsSession:
         poll_interval: float = 2.0,
         mode: str = "custom",
         on_close: Iterable[Callable[[], None]] = (),
+        driver_address: Callable[[ClusterRef], str | None] | None = None,
     ) -> None:
         self.bot = bot
+        self.driver_address = driver_address
         self.identity = identity
         self.namespace = namespace
         self.usage = usage

@@ -1,7 +1,8 @@
 """Live CPU/GPU use and pending demand for the indicator, from the cluster's Ray dashboard.
 
-One GET of `/api/cluster_status` per refresh (the same report the controller's dashboard source
-parses, with the same parser), so the indicator costs the head almost nothing. It is optional and
+One GET of `/api/cluster_status` per refresh (two under autoscaler v2, whose JSON report is empty:
+then the `?format=1` text), the same report the controller's dashboard source parses, with the
+same parser, so the indicator costs the head almost nothing. It is optional and
 best-effort: the dashboard may be behind an OAuth proxy or unreachable from where the notebook runs,
 and then the indicator says "usage unavailable" with the cause and shows the capacity instead; a
 number it does not have is never shown as 0. After a failure the probe waits `backoff_s` before
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 STATUS_PATH = "/api/cluster_status"
+STATUS_TEXT_PATH = STATUS_PATH + "?format=1"  # autoscaler v2: the `ray status` text, built on request
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,9 @@ def _amount(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:.1f}"
 
 
-def usage_from_report(data: Mapping[str, Any]) -> Usage:
-    """Parse one `/api/cluster_status` answer (v1 JSON report or autoscaler v2's text)."""
+def usage_from_report(data: Mapping[str, Any]) -> Usage | None:
+    """Parse one `/api/cluster_status` answer: the v1 JSON report, or the text of `?format=1`.
+    None when the answer has no v1 report (autoscaler v2): ask again for the text form."""
     from controller.metrics.dashboard_shapes import (
         DashboardShapeError,
         parse_cluster_status,
@@ -46,7 +49,7 @@ def usage_from_report(data: Mapping[str, Any]) -> Usage:
     except DashboardShapeError as e:
         return Usage(problem=f"unreadable cluster status ({e})")
     if report is None:
-        return Usage(problem="the dashboard gave no load report yet")
+        return None
     requests = sum(d.count for d in report.demand)
     pending_cpu = sum(d.amount("CPU") * d.count for d in report.demand)
     pending_gpu = sum(d.amount("GPU") * d.count for d in report.demand)
@@ -95,10 +98,13 @@ class DashboardUsage:
             return Usage(problem=failed[1])
         import requests
 
-        try:
-            resp = requests.get(base + STATUS_PATH, timeout=self.timeout_s, headers=self.headers)
+        def get(path: str) -> Any:
+            resp = requests.get(base + path, timeout=self.timeout_s, headers=self.headers)
             resp.raise_for_status()
-            usage = usage_from_report(resp.json())
+            return resp.json()
+
+        try:
+            usage = usage_from_report(get(STATUS_PATH)) or usage_from_report(get(STATUS_TEXT_PATH))
         except (requests.RequestException, ValueError) as e:
             problem = f"dashboard did not answer ({type(e).__name__})"
             with self._lock:
@@ -106,4 +112,4 @@ class DashboardUsage:
             return Usage(problem=problem)
         with self._lock:
             self._failed.pop(base, None)
-        return usage
+        return usage or Usage(problem="the dashboard gave no load report")

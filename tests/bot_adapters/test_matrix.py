@@ -210,6 +210,18 @@ async def test_history_own_messages_notices_and_strangers_invites_are_not_comman
     asked = await alice.say(room, "!ray whoami")
     answer = await alice.notice(room, "You are ")
     assert _replying_to(asked)(answer)
+    root = await alice.say(room, "about the demo cluster")  # not a command: no answer
+    thread = {
+        "rel_type": "m.thread",
+        "event_id": root,
+        "is_falling_back": True,
+        "m.in_reply_to": {"event_id": root},
+    }
+    in_thread = await alice.say(room, "!ray list", **{"m.relates_to": thread})
+    listed = await alice.notice(room, "No clusters")
+    assert listed.content["m.relates_to"]["rel_type"] == "m.thread"
+    assert listed.content["m.relates_to"]["event_id"] == root
+    assert _replying_to(in_thread)(listed)
     for adapter, _ in world.running:
         assert await adapter.flush(10)
     await alice._sync()

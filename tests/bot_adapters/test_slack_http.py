@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from bot.adapters.slack import SlackAdapter
 from controller.domain import ClusterRef
 from tests.bot_adapters.conftest import NAMESPACE, BotParts
@@ -179,6 +181,28 @@ def test_status_posts_block_kit_and_uploads_the_chart_png_into_the_thread(
     assert (chart.channel_id, chart.thread_ts) == (DEFAULT_CHANNEL_ID, post.response["ts"])
     assert chart.filename == "demo-workers.png"
     assert slack_api.responses(asked) == []  # answered in the channel, with the chart, instead
+
+
+def test_where_the_bot_may_not_post_the_status_falls_back_to_the_response_url(
+    slack_api: SlackApiStandIn, start_slack: StartSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    parts, adapter = start_slack()
+    created = slack_api.new_response_url()
+    _command(adapter, "create demo", created).send()
+    slack_api.wait_for_responses(created)
+    parts.scaled("demo", [(20, 1, 1, 0)])
+    slack_api.fail("chat.postMessage", "not_in_channel")  # a channel the app was not invited to
+
+    asked = slack_api.new_response_url()
+    _command(adapter, "status demo", asked).send()
+
+    [answer] = slack_api.wait_for_responses(asked, timeout=60)
+    assert answer.body["text"].startswith("Ray cluster demo")
+    assert answer.body["response_type"] == "in_channel"
+    assert [c.status for c in slack_api.calls("chat.postMessage")] == [200]  # tried once, refused
+    assert slack_api.calls("chat.postMessage")[0].response["error"] == "not_in_channel"
+    assert slack_api.files() == []
+    assert any("answering without the chart" in r.getMessage() for r in caplog.records)
 
 
 def test_mention_and_direct_message_are_answered_in_their_thread(

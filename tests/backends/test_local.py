@@ -356,7 +356,7 @@ def test_restart_adopts_workers_and_replaces_one_that_died(backends: Callable[..
 
     wait_for("the dead worker to be replaced", replaced, timeout_s=300)
     assert localray.node_processes(dead.node) == []
-    assert f"worker {dead.name} (cpu): its ray start (pid {dead.node.pid}) exited on its own" in (
+    assert f"worker {dead.name} (cpu): its ray start process (pid {dead.node.pid}) exited on its own" in (
         second.get(ref).stuck_cause or ""
     )
     assert dead.node.metrics_port not in file_sd() and len(file_sd()) == 4

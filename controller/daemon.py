@@ -34,7 +34,7 @@ from controller.metrics.http import HttpSettings
 from controller.pause import AnyPause, ConfigMapPause, FilePause, PauseSource, StaticPause
 from controller.policy.loader import PolicyStore
 from controller.policy.model import ClusterProfile
-from controller.reconcile import Reconciler, TickReport
+from controller.reconcile import Reconciler, TickClock, TickReport
 from controller.scheduler import ControllerScheduler
 from controller.scrub import Scrubber, ScrubbingSink
 from controller.settings import ControllerSettings, secret_values
@@ -115,11 +115,9 @@ def build_controller(
     store.reload()
     telemetry = ControllerMetrics()
     closers: list[Callable[[], None]] = []
-    parts = (
-        _kuberay(settings, store, closers)
-        if settings.backend == "kuberay"
-        else _local(settings, store, closers)
-    )
+    clock = TickClock()
+    build = _kuberay if settings.backend == "kuberay" else _local
+    parts = build(settings, store, closers, clock)
     backend = backend or parts.backend
     metrics = metrics or parts.metrics
     sinks: list[EventSink] = [LogSink(), *parts.sinks, *extra_sinks]
@@ -143,6 +141,7 @@ def build_controller(
         telemetry=telemetry,
         may_act=elector.is_leader,
         scrub=scrub,
+        clock=clock,
     )
     housekeeper = Housekeeper(backend, sink, telemetry, settings.loop, elector.is_leader)
     scheduler = ControllerScheduler(reconciler, elector, settings.loop, housekeeper, on_tick=on_tick)
@@ -180,7 +179,9 @@ def _prometheus(settings: ControllerSettings, closers: list[Callable[[], None]])
     return [source]
 
 
-def _kuberay(settings: ControllerSettings, store: PolicyStore, closers: list[Callable[[], None]]) -> _Parts:
+def _kuberay(
+    settings: ControllerSettings, store: PolicyStore, closers: list[Callable[[], None]], clock: TickClock
+) -> _Parts:
     from controller.backends.kube_api import KubeApi
     from controller.backends.kuberay import KubeRayBackend
     from controller.backends.kuberay_events import KubeEventSink
@@ -197,6 +198,7 @@ def _kuberay(settings: ControllerSettings, store: PolicyStore, closers: list[Cal
         activity=dashboard,
         policies=lambda: store.current.scaling_policies if store.current is not None else {},
         namespaces=settings.namespaces,
+        connect_routes=False,  # housekeeping never shows addresses: no `list routes` in its Role
     )
     namespace = settings.leader.namespace or (settings.namespaces[0] if settings.namespaces else "default")
     leader = settings.leader if settings.leader.namespace else replace(settings.leader, namespace=namespace)
@@ -211,7 +213,9 @@ def _kuberay(settings: ControllerSettings, store: PolicyStore, closers: list[Cal
     )
 
 
-def _local(settings: ControllerSettings, store: PolicyStore, closers: list[Callable[[], None]]) -> _Parts:
+def _local(
+    settings: ControllerSettings, store: PolicyStore, closers: list[Callable[[], None]], clock: TickClock
+) -> _Parts:
     from controller.backends.local import LocalBackend
     from controller.metrics.direct import DirectSource
     from controller.metrics.ray_dashboard import RayDashboardSource
@@ -219,7 +223,7 @@ def _local(settings: ControllerSettings, store: PolicyStore, closers: list[Calla
     dashboard = RayDashboardSource(http=HttpSettings(timeout_s=settings.dashboard_timeout_s))
     closers.append(dashboard.close)
     backend = LocalBackend(
-        _profiles(store), state_dir=settings.state_dir, activity=dashboard, background=True
+        _profiles(store), state_dir=settings.state_dir, activity=dashboard, background=True, clock=clock
     )
     closers.append(backend.close)
     sources: list[MetricsSource] = [*_prometheus(settings, closers), dashboard]

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from controller.apply import Applied, ApplyOutcome, apply_cluster
 from controller.backends.base import BackendError, ManagedCluster, ScaleTarget
@@ -69,6 +69,22 @@ class TickReport:
         raise KeyError(f"no decision for group {group}")
 
 
+class TickClock:
+    """The running tick's `now`, for parts that read a clock during a tick (the backends ask Ray for
+    node activity with it). Sharing one instant lets the Ray dashboard source answer a cluster's
+    pending demand and its node activity from one status request (its per-tick cache is keyed by
+    `now`). Outside a tick it is the wall clock."""
+
+    def __init__(self) -> None:
+        self._now: datetime | None = None
+
+    def set(self, now: datetime | None) -> None:
+        self._now = now
+
+    def __call__(self) -> datetime:
+        return self._now if self._now is not None else datetime.now(UTC)
+
+
 class Reconciler:
     """The four steps wired to one backend, one metrics source, one policy store and one event sink."""
 
@@ -85,6 +101,7 @@ class Reconciler:
         may_act: Callable[[], bool] = lambda: True,
         check_signals: bool = True,
         scrub: Scrubber | None = None,
+        clock: TickClock | None = None,
     ) -> None:
         self.backend = backend
         self.metrics = metrics
@@ -102,6 +119,7 @@ class Reconciler:
         self._pending_removals: set[ClusterRef] = set()
         self._lock = threading.Lock()  # one tick (or housekeeping write) at a time per reconciler
         self.last_report: TickReport | None = None
+        self.clock = clock or TickClock()
 
     @property
     def lock(self) -> threading.Lock:
@@ -113,7 +131,11 @@ class Reconciler:
     def reconcile_once(self, now: datetime) -> TickReport:
         with self._lock:
             started = time.perf_counter()
-            report = self._tick(now)
+            self.clock.set(now)
+            try:
+                report = self._tick(now)
+            finally:
+                self.clock.set(None)
             report = replace(report, duration_s=time.perf_counter() - started)
             self._record(report)
             return report

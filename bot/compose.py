@@ -1,7 +1,15 @@
 """Wiring: build a `Bot` from settings, and run it with an adapter plus its background work.
 
-Used by `rayops bot run` (bot/cli/botrun.py) and by `rayops up` (issue 6), which builds its own
-backend and event source and calls `run_console(bot, events, stdin, stdout)` on its main thread.
+Used by `rayops bot run` (bot/cli/botrun.py), through `build_runtime`, and by `rayops up` (issue 6),
+which builds its own backend and event source and calls `run_console(bot, events, stdin, stdout)`
+on its main thread.
+
+Per backend (`RAYOPS_BOT_BACKEND`, docs/deploy.md section 3):
+- memory: clusters in this process only; approvals and the global switch in the state directory;
+  notifications and history from the journal (`events.jsonl`);
+- local: `LocalBackend` on the state directory; the rest as for memory;
+- kuberay: `KubeRayBackend` in the managed namespaces; approvals and the global switch as ConfigMaps
+  (bot/kube_store.py); notifications and history from the controller's Kubernetes Events.
 """
 
 from __future__ import annotations
@@ -9,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO
 
 from bot.adapters.base import ChatAdapter
 from bot.adapters.console import ConsoleAdapter
@@ -25,6 +34,10 @@ from bot.switch import FilePauseSwitch
 from controller.backends.base import ClusterBackend
 from controller.events import EventSource, JournalSource
 from controller.policy.loader import PolicyStore
+from controller.policy.model import ClusterProfile, ScalingPolicy
+
+if TYPE_CHECKING:
+    from controller.backends.kube_api import KubeApi
 
 log = logging.getLogger("rayops.bot")
 
@@ -132,3 +145,95 @@ def run_console(
 
 def policy_provider(store: PolicyStore) -> PolicyProvider:
     return lambda: store.current
+
+
+class SetupError(ValueError):
+    """The backend cannot be set up from these settings (no kubeconfig, say); the message says why."""
+
+
+@dataclass
+class Runtime:
+    """A bot wired for its backend, the event source its notifier reads, and what to close at exit."""
+
+    bot: Bot
+    events: EventSource
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            try:
+                close()
+            except Exception:  # closing is best effort at exit; say what failed
+                log.exception("closing %s failed", close)
+        self.closers.clear()
+
+
+def build_runtime(settings: BotSettings, store: PolicyStore, *, api: KubeApi | None = None) -> Runtime:
+    """Everything `rayops bot run` needs for `settings.backend` (see the module docstring). `api`
+    replaces the Kubernetes credentials lookup (tests pass one with the bot's own token)."""
+
+    def profiles() -> Mapping[str, ClusterProfile]:
+        return store.current.cluster_profiles if store.current is not None else {}
+
+    if settings.backend == "kuberay":
+        return _kuberay_runtime(settings, store, profiles, api)
+    closers: list[Callable[[], None]] = []
+    backend: ClusterBackend
+    if settings.backend == "local":
+        from controller.backends.local import LocalBackend
+
+        # No operator thread here: the process holding the controller lock starts and stops workers
+        # (contracts.md section 7); this one creates, reads and deletes under the state file lock.
+        local = LocalBackend(profiles, state_dir=settings.state_dir)
+        closers.append(local.close)
+        backend = local
+    else:
+        from controller.backends.memory import MemoryBackend
+
+        backend = MemoryBackend(profiles, ready_on_create=settings.ready_on_create)
+    bot = build_bot(settings, backend, policy_provider(store))
+    return Runtime(bot, JournalSource(settings.journal_path), closers)
+
+
+def _kuberay_runtime(
+    settings: BotSettings,
+    store: PolicyStore,
+    profiles: Callable[[], Mapping[str, ClusterProfile]],
+    api: KubeApi | None,
+) -> Runtime:
+    from kubernetes.config import ConfigException
+
+    from bot.kube_store import ConfigMapApprovalStore, ConfigMapPauseSwitch
+    from controller.backends.kube_api import KubeApi
+    from controller.backends.kuberay import KubeRayBackend
+    from controller.backends.kuberay_events import KubeEventSource, cluster_events
+
+    closers: list[Callable[[], None]] = []
+    if api is None:
+        try:
+            api = KubeApi.from_environment(settings.kubeconfig)
+        except (ConfigException, OSError) as e:
+            raise SetupError(f"cannot reach Kubernetes: no usable kubeconfig or ServiceAccount ({e})") from e
+        closers.append(api.api_client.close)
+
+    def scaling() -> Mapping[str, ScalingPolicy]:
+        return store.current.scaling_policies if store.current is not None else {}
+
+    kube = api
+    backend = KubeRayBackend(kube, profiles, policies=scaling, namespaces=settings.namespaces)
+    bot = Bot(
+        backend,
+        policy_provider(store),
+        ConfigMapApprovalStore(kube, settings.namespaces, settings.rayops_namespace),
+        JsonlAuditLog(settings.audit_path),
+        ConfigMapPauseSwitch(kube, settings.rayops_namespace),
+        settings,
+        history=EventHistory(lambda ref: cluster_events(kube, ref)),
+    )
+    # Cluster-less events (a refused policy set) are filed in rayops' own namespace.
+    namespaces = (
+        list(dict.fromkeys([*settings.namespaces, settings.rayops_namespace]))
+        if settings.namespaces is not None
+        else None
+    )
+    return Runtime(bot, KubeEventSource(kube, namespaces), closers)

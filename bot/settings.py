@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -55,6 +55,16 @@ class BotSettings:
     """How often the notifier reads events and the bot expires approvals."""
     ready_on_create: bool = False
     """memory backend only: clusters are READY at once (the console demo)."""
+    namespaces: tuple[str, ...] | None = None
+    """kuberay: the managed namespaces (`RAYOPS_NAMESPACES`), where clusters are listed, approvals kept
+    and events read. None: only the pod's own namespace in a pod, every namespace elsewhere (a
+    developer's kubeconfig; listing across namespaces needs rights the deployment never grants)."""
+    rayops_namespace: str = "default"
+    """kuberay: the namespace rayops runs in (`POD_NAMESPACE`, else the first managed one): the global
+    pause ConfigMap, where the controller reads it, and approvals about unmanaged namespaces."""
+    kubeconfig: str | None = None
+    """kuberay outside a pod: the kubeconfig (`KUBECONFIG`, else ~/.kube/config); in a pod the
+    ServiceAccount is used."""
 
     @property
     def approvals_dir(self) -> Path:
@@ -89,10 +99,23 @@ class BotSettings:
             kw["confirm_ttl"] = parse_duration(env["RAYOPS_CONFIRM_TTL"])
         if "RAYOPS_POLL_INTERVAL" in env:
             kw["poll_interval_s"] = float(env["RAYOPS_POLL_INTERVAL"])
+        in_pod = bool(env.get("KUBERNETES_SERVICE_HOST") or env.get("POD_NAME"))
+        namespaces = tuple(n.strip() for n in env.get("RAYOPS_NAMESPACES", "").split(",") if n.strip())
+        if not namespaces and in_pod and env.get("POD_NAMESPACE"):
+            namespaces = (env["POD_NAMESPACE"],)
+        kw["namespaces"] = namespaces or None
+        # The same rule as the controller's (controller/daemon.py), so both find the same switch.
+        kw["rayops_namespace"] = env.get("POD_NAMESPACE") or (namespaces[0] if namespaces else "default")
+        if env.get("KUBECONFIG"):
+            kw["kubeconfig"] = env["KUBECONFIG"]
         kw.update({k: v for k, v in overrides.items() if v is not None})
         settings = BotSettings(**kw)  # type: ignore[arg-type]
         if settings.backend not in BACKENDS:
             raise ValueError(f"unknown backend {settings.backend!r} (expected one of {', '.join(BACKENDS)})")
+        if settings.backend == "kuberay" and "default_namespace" not in kw:
+            # `local` names laptop clusters only; on Kubernetes create where rayops manages clusters.
+            home = settings.namespaces[0] if settings.namespaces else settings.rayops_namespace
+            settings = replace(settings, default_namespace=home)
         return settings
 
 

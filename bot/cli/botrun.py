@@ -1,7 +1,8 @@
 """`rayops bot run --adapter slack|matrix|console`: one chat adapter.
 
 A composition root: read settings (flags over `RAYOPS_*` variables), install log redaction, load
-the policy directory, pick the backend, build the bot, run the adapter. The console adapter with
+the policy directory, pick the backend (`bot.compose.build_runtime`: kuberay in a pod, local on a
+laptop, memory for demos), build the bot, run the adapter. The console adapter with
 `--backend memory` is the demo and test mode: clusters live only in this process, and
 `--ready-on-create` makes them READY at once.
 """
@@ -47,11 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_bot(args: argparse.Namespace) -> int:
-    from bot.compose import build_bot, policy_provider, run_console
+    from bot.compose import SetupError, build_runtime, run_console
     from bot.redact import install_log_redaction
     from bot.settings import BotSettings, secret_values
-    from controller.backends.memory import MemoryBackend
-    from controller.events import JournalSource
     from controller.policy.loader import PolicyStore
 
     logging.basicConfig(
@@ -70,13 +69,6 @@ def run_bot(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"rayops: {e}", file=sys.stderr)
         return 2
-    if settings.backend != "memory":
-        print(
-            f"rayops: the {settings.backend} backend is not wired into the bot yet; use --backend memory "
-            "for the demo mode.",
-            file=sys.stderr,
-        )
-        return 2
     store = PolicyStore(str(settings.policy_dir))
     result = store.reload()
     if store.current is None:
@@ -84,14 +76,17 @@ def run_bot(args: argparse.Namespace) -> int:
         for err in result.errors:
             print(f"  {err}", file=sys.stderr)
         return 1
-    backend = MemoryBackend(
-        lambda: store.current.cluster_profiles if store.current is not None else {},
-        ready_on_create=settings.ready_on_create,
-    )
-    bot = build_bot(settings, backend, policy_provider(store))
-    events = JournalSource(settings.journal_path)
-    if args.adapter == "console":
-        return run_console(bot, events, sys.stdin, sys.stdout, store.reload)
-    from bot.adapters.launch import run_chat  # Slack/Matrix settings come from the environment
+    try:  # the backend (memory | local | kuberay), its approvals, switch and event source
+        runtime = build_runtime(settings, store)
+    except SetupError as e:
+        print(f"rayops: {e}", file=sys.stderr)
+        return 2
+    bot, events = runtime.bot, runtime.events
+    try:
+        if args.adapter == "console":
+            return run_console(bot, events, sys.stdin, sys.stdout, store.reload)
+        from bot.adapters.launch import run_chat  # Slack/Matrix settings come from the environment
 
-    return run_chat(args.adapter, bot, events, store.reload)
+        return run_chat(args.adapter, bot, events, store.reload)
+    finally:
+        runtime.close()

@@ -359,13 +359,15 @@ class KubeApi:
         except NotFound:
             return None
 
-    def list_configmaps(self, namespace: str, label_selector: str | None = None) -> list[JSON]:
-        return self._list(
-            _Op("list", "configmaps", namespace),
-            self._core.list_namespaced_config_map,
-            namespace,
-            label_selector=label_selector,
-        )
+    def list_configmaps(self, namespace: str | None, label_selector: str | None = None) -> list[JSON]:
+        """All pages; `namespace` None lists across namespaces (needs a ClusterRoleBinding, which the
+        deployment does not grant: only a developer's kubeconfig without managed namespaces uses it)."""
+        op = _Op("list", "configmaps", namespace)
+        if namespace is None:
+            return self._list(
+                op, self._core.list_config_map_for_all_namespaces, label_selector=label_selector
+            )
+        return self._list(op, self._core.list_namespaced_config_map, namespace, label_selector=label_selector)
 
     def create_configmap(self, namespace: str, body: Mapping[str, Any]) -> JSON:
         name = str((body.get("metadata") or {}).get("name", ""))

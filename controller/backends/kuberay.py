@@ -86,7 +86,9 @@ class KubeRayBackend:
     `profiles` and `policies` are read at each create (they reload with the policy directory);
     `activity` tells idle from busy workers (without it every worker is UNKNOWN, so nothing is ever
     removed); `namespaces` limits listing (None: all namespaces, which needs a ClusterRole);
-    `dashboard_url` overrides the in-cluster head Service URL given to the activity source.
+    `dashboard_url` overrides the in-cluster head Service URL given to the activity source;
+    `connect_routes` False leaves OpenShift Routes unread (the controller, whose housekeeping reads
+    the people's view but never shows an address, so its Role needs no `list routes`).
     """
 
     def __init__(
@@ -100,8 +102,10 @@ class KubeRayBackend:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         dashboard_url: Callable[[ClusterRef], str | None] | None = None,
         fights: FightTracker | None = None,
+        connect_routes: bool = True,
     ) -> None:
         self.api = api
+        self.connect_routes = connect_routes
         self._profiles: ProfileSource = _as_source(profiles)
         self._policies: PolicySource = _as_source(policies)
         self.activity = activity
@@ -301,7 +305,10 @@ class KubeRayBackend:
     def get(self, ref: ClusterRef) -> ClusterStatus:
         rc = self._read_managed(ref)
         pods = self._pods([rc])[ref]
-        return read.cluster_status(rc, pods, self.api.list_routes(ref.namespace))
+        return read.cluster_status(rc, pods, self._routes(ref.namespace))
+
+    def _routes(self, namespace: str) -> builtins.list[JSON] | None:
+        return self.api.list_routes(namespace) if self.connect_routes else None
 
     def list(self, namespace: str | None = None) -> builtins.list[ClusterStatus]:
         clusters = self._opted_in(namespace)
@@ -311,7 +318,7 @@ class KubeRayBackend:
         for rc in clusters:
             ref = read.ref_of(rc)
             if ref.namespace not in routes:
-                routes[ref.namespace] = self.api.list_routes(ref.namespace)
+                routes[ref.namespace] = self._routes(ref.namespace)
             out.append(read.cluster_status(rc, pods[ref], routes[ref.namespace]))
         return out
 

@@ -150,6 +150,20 @@ def _parse(text: Any) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
+def cluster_events(api: KubeApi, ref: ClusterRef) -> list[Event]:
+    """One cluster's rayops Events still kept by the API server (about an hour), oldest first: the
+    history behind `why` and the status chart when the bot runs on Kubernetes. A failed read is an
+    empty history (the answer then says no decisions are recorded), never an error for a chat answer."""
+    selector = f"reportingComponent={keys.EVENT_REPORTING_COMPONENT}"
+    try:
+        items = api.list_events(ref.namespace, field_selector=selector)
+    except BackendError as e:
+        log.info("cannot read rayops events in %s: %s", ref.namespace, e)
+        return []
+    events = [ev for obj in items if (ev := event_from_kube(obj)) is not None and ev.cluster == ref]
+    return sorted(events, key=lambda e: e.at)
+
+
 class KubeEventSource:
     """`EventSource` over Kubernetes Events with rayops' reporting component.
 

@@ -66,6 +66,10 @@ log = logging.getLogger("rayops.bot.slack")
 # post into the channel for 30 minutes, so the client gets a logger that never emits DEBUG.
 _webhook_log = logging.getLogger("rayops.bot.slack.webhook")
 _webhook_log.setLevel(logging.INFO)
+# Likewise the Socket Mode client logs every envelope it receives at DEBUG, response URLs included:
+# its logger keeps INFO and above (connects, reconnects, errors).
+_socket_log = logging.getLogger("rayops.bot.slack.socket")
+_socket_log.setLevel(logging.INFO)
 
 STOP_GRACE_S = 20.0  # commands in flight may finish this long after stop() is asked
 
@@ -207,7 +211,7 @@ class SlackAdapter:
 
     def _connect_socket(self, app: App) -> None:
         assert self.settings.app_token is not None
-        self._socket = SocketModeHandler(app, self.settings.app_token)
+        self._socket = SocketModeHandler(app, self.settings.app_token, logger=_socket_log)
         self._socket.connect()
         log.info("Slack Socket Mode: connected")
 

@@ -18,9 +18,17 @@ from typing import Any
 import pytest
 
 from bot.adapters.base import Platform, ReplyStatus
-from bot.authz import AccessView
-from bot.notebook import ApprovalPending, ClusterGone, RayopsSession, Refused
-from bot.notebook.kube import SetupError, identity_of, kube_session
+from bot.authz import AccessView, Identity
+from bot.notebook import (
+    ApprovalPending,
+    ClusterGone,
+    NotebookCluster,
+    RayopsError,
+    RayopsSession,
+    Refused,
+    SetupError,
+)
+from bot.notebook.kube import identity_of, kube_session
 from controller import keys
 from controller.backends.base import ClusterState
 from controller.backends.kube_api import KubeApi
@@ -287,3 +295,45 @@ def test_the_identity_comes_from_a_self_subject_review() -> None:
 
     grant = AccessView.of(load_policy_set(str(POLICIES)).access_policies.values()).grant_for(identity)
     assert grant.known and grant.may_see(NS)  # her group's rule, as a kubernetesGroup subject
+
+
+BOSS = Identity(Platform.KUBERNETES, "boss@example.com")
+
+
+def test_an_approved_request_comes_back_as_the_cluster(
+    kube_api: KubeApiServer, session: RayopsSession
+) -> None:
+    with pytest.raises(ApprovalPending) as caught:
+        session.request("big", "cpu-small", workers=3)
+    rid = caught.value.request_id
+    assert rid is not None
+    approved = session.bot.execute(BOSS, f"approve {rid}")  # an approver, in chat, on the same store
+    assert approved.reply.status is ReplyStatus.OK, approved.reply.text
+    cluster = session.wait_for_approval(rid, timeout=5, poll=0.05)
+    assert isinstance(cluster, NotebookCluster) and cluster.ref == ClusterRef(NS, "big")
+    assert [(g.name, g.desired) for g in cluster.status().groups] == [("cpu", 3)]
+    assert raycluster_calls(kube_api, "create") == [(ALICE, NS, "", 201)]
+
+
+def test_a_denied_request_says_who_and_why(session: RayopsSession) -> None:
+    with pytest.raises(ApprovalPending) as caught:
+        session.request("big", "cpu-small", workers=3)
+    rid = caught.value.request_id
+    session.bot.execute(BOSS, f"deny {rid} no budget this week")
+    with pytest.raises(Refused, match=r"was denied by kubernetes:boss@example\.com: no budget this week"):
+        session.wait_for_approval(rid, timeout=5, poll=0.05)
+
+
+def test_asking_twice_names_the_waiting_request(session: RayopsSession) -> None:
+    with pytest.raises(ApprovalPending) as first:
+        session.request("big", "cpu-small", workers=3)
+    with pytest.raises(ApprovalPending, match="is already waiting for approval") as second:
+        session.request("big", "cpu-small", workers=3)
+    assert second.value.request_id == first.value.request_id
+
+
+def test_a_taken_name_is_an_error_with_chats_words(session: RayopsSession) -> None:
+    session.request("demo", "cpu-small")
+    with pytest.raises(RayopsError, match="a cluster named demo already exists in team-a") as caught:
+        session.request("demo", "cpu-small")
+    assert type(caught.value) is RayopsError

@@ -109,6 +109,7 @@ class MatrixAdapter:
         self._on_command: CommandCallback | None = None
         self._since: str | None = None
         self._known_rooms: set[str] = set()  # rooms whose history is behind us
+        self._invites: dict[str, tuple[str, bool]] = {}  # room -> (inviter, direct), not yet answered
         self._direct: dict[str, str] = {}  # user id -> their direct room with the bot
         self._m_direct: dict[str, list[str]] = {}  # the bot's m.direct account data
         self._aliases: dict[str, str] = {}
@@ -151,13 +152,30 @@ class MatrixAdapter:
             await self.stop()
 
     async def _login(self) -> None:
+        """Log in (or check the token), retrying while the homeserver cannot be reached; a
+        refused token or password is fatal (SettingsError): it will not fix itself."""
+        while True:
+            try:
+                await self._login_once()
+                return
+            except _NETWORK_ERRORS as e:
+                if not await self._back_off(f"{type(e).__name__}: {e}".rstrip(": "), "log-in"):
+                    return
+
+    async def _login_once(self) -> None:
         s = self.settings
         if s.access_token:
             self.client.restore_login(s.user_id, s.device_id or "", s.access_token)
-            if not s.device_id:
-                who = await self.client.whoami()
-                if isinstance(who, WhoamiResponse) and who.device_id:
-                    self.client.device_id = who.device_id
+            who = await self.client.whoami()
+            if not isinstance(who, WhoamiResponse):
+                code = getattr(who, "status_code", "")
+                if code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_FORBIDDEN"):
+                    raise SettingsError(f"the homeserver refused MATRIX_ACCESS_TOKEN ({code})")
+                raise aiohttp.ClientError(f"whoami: {code} {getattr(who, 'message', who)}")
+            if who.user_id != s.user_id:
+                raise SettingsError(f"MATRIX_ACCESS_TOKEN belongs to {who.user_id}, not {s.user_id}")
+            if not s.device_id and who.device_id:
+                self.client.device_id = who.device_id
         else:
             resp = await self.client.login(s.password, device_name=s.device_name)
             if not self.client.access_token:
@@ -245,18 +263,23 @@ class MatrixAdapter:
             if isinstance(resp, SyncResponse):
                 return resp
             why = f"{getattr(resp, 'status_code', '')} {getattr(resp, 'message', resp)}".strip()
+        await self._back_off(why, "sync")
+        return None
+
+    async def _back_off(self, why: str, what: str) -> bool:
+        """Count a failure, say so, wait the backoff; False when stop() was asked meanwhile."""
         self.sync_failures += 1
         self._last_error = why
         self._ready.clear()
         delay = self.backoff_s(self.sync_failures)
         log.warning(
-            "Matrix sync failed (%s); retrying in %.1f s (attempt %d)", why, delay, self.sync_failures
+            "Matrix %s failed (%s); retrying in %.1f s (attempt %d)", what, why, delay, self.sync_failures
         )
         try:
             await asyncio.wait_for(self._stop_requested.wait(), delay)
         except TimeoutError:
-            pass
-        return None
+            return True
+        return False
 
     async def _sync_loop(self) -> None:
         timeout_ms = int(self.settings.sync_timeout_s * 1000)
@@ -285,6 +308,8 @@ class MatrixAdapter:
             log.warning("Matrix key upkeep failed (%s); trying again after the next sync", type(e).__name__)
 
     async def _join_invites(self, resp: SyncResponse) -> None:
+        """Join (or decline) the invites of this sync, and retry those a network error left
+        unanswered: an incremental sync shows an invite only once."""
         for room_id, info in resp.rooms.invite.items():
             mine = [
                 e
@@ -292,12 +317,21 @@ class MatrixAdapter:
                 if isinstance(e, InviteMemberEvent) and e.state_key == self.client.user_id
             ]
             inviter = mine[-1].sender if mine else ""
-            direct = bool(mine and mine[-1].content.get("is_direct"))
-            if not any(fnmatch.fnmatchcase(inviter, p) for p in self.settings.allowed_inviters):
-                log.info("declining the invite of %s to %s (not in MATRIX_INVITE_ALLOW)", inviter, room_id)
-                await self.client.room_leave(room_id)
+            self._invites[room_id] = (inviter, bool(mine and mine[-1].content.get("is_direct")))
+        for room_id, (inviter, direct) in list(self._invites.items()):
+            try:
+                if not any(fnmatch.fnmatchcase(inviter, p) for p in self.settings.allowed_inviters):
+                    log.info(
+                        "declining the invite of %s to %s (not in MATRIX_INVITE_ALLOW)", inviter, room_id
+                    )
+                    await self.client.room_leave(room_id)
+                    del self._invites[room_id]
+                    continue
+                joined = await self.client.join(room_id)
+            except _NETWORK_ERRORS as e:
+                log.warning("could not answer the invite to %s (%s); trying again", room_id, type(e).__name__)
                 continue
-            joined = await self.client.join(room_id)
+            del self._invites[room_id]
             if isinstance(joined, JoinError):
                 log.warning("could not join %s (invited by %s): %s", room_id, inviter, joined.message)
                 continue
@@ -410,12 +444,16 @@ class MatrixAdapter:
             if not await self._room_send(room_id, content, _first(reply)) or reply.image is None:
                 return
             image = reply.image
-            up, _ = await self.client.upload(
-                lambda _limited, _timeouts: _bytes_reader(image.data),
-                content_type="image/png",
-                filename=image.name,
-                filesize=len(image.data),
-            )
+            try:
+                up, _ = await self.client.upload(
+                    lambda _limited, _timeouts: _bytes_reader(image.data),
+                    content_type="image/png",
+                    filename=image.name,
+                    filesize=len(image.data),
+                )
+            except _NETWORK_ERRORS as e:
+                log.error("chart %s not uploaded to the media repository (%s)", image.name, type(e).__name__)
+                return
             if not isinstance(up, UploadResponse):
                 log.error(
                     "chart %s not uploaded to the media repository: %s",

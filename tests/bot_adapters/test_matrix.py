@@ -25,6 +25,7 @@ from nio import DownloadResponse, RoomMessageImage
 from bot.adapters.base import Destination, Notification, Platform, Reply
 from bot.adapters.matrix import MatrixAdapter
 from bot.adapters.matrix_settings import MatrixSettings
+from bot.adapters.runtime import SettingsError
 from bot.compose import serve
 from controller.domain import ClusterRef
 from controller.events import Event, EventType
@@ -314,3 +315,13 @@ async def _until(check: Callable[[], bool | Awaitable[bool]], what: str, timeout
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def test_a_refused_access_token_stops_the_start_with_a_clear_error(world: World) -> None:
+    parts = make_bot(world.tmp, ACCESS.format(alice="@a:test.local", boss="@b:test.local", devops="!d:x"))
+    adapter = MatrixAdapter(
+        MatrixSettings(world.synapse.url, world.bot_user.user_id, access_token="syt_not_a_token_at_all_0000")
+    )
+    with pytest.raises(SettingsError, match=r"refused MATRIX_ACCESS_TOKEN \(M_UNKNOWN_TOKEN\)"):
+        await serve(parts.bot, adapter, parts.events)
+    assert not adapter.readiness().ready

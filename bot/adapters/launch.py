@@ -108,7 +108,10 @@ async def _serve(
                 )
                 return 1
         await serve(bot, adapter, events, reload)
-    except Exception:  # start-up failed (a refused token, an unreachable server): say so, exit 1
+    except SettingsError as e:  # a token the platform refused: no trace needed, the sentence says it
+        log.error("%s", e)
+        return 1
+    except Exception:  # start-up failed otherwise (an unreachable server): say so, exit 1
         log.exception("the %s adapter stopped with an error", adapter.platform)
         return 1
     finally:

@@ -34,7 +34,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from slack_bolt import Ack, App, BoltContext
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_bolt.error import BoltError
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
 from bot.adapters.base import (
@@ -46,7 +48,7 @@ from bot.adapters.base import (
     Reply,
     ReplyStatus,
 )
-from bot.adapters.runtime import Readiness
+from bot.adapters.runtime import Readiness, SettingsError
 from bot.adapters.slack_convert import (
     ACTION_ID_PATTERN,
     Origin,
@@ -127,11 +129,19 @@ class SlackAdapter:
         self._on_command = on_command
         self._executor = ThreadPoolExecutor(self.listener_threads, thread_name_prefix="slack-listener")
         try:
-            self.app = await asyncio.to_thread(self._build_app)  # auth.test: a bad token fails here
+            try:
+                self.app = await asyncio.to_thread(self._build_app)  # auth.test: a bad token fails here
+            except (BoltError, SlackApiError) as e:
+                raise SettingsError(f"Slack did not accept SLACK_BOT_TOKEN: {e}") from None
             if self.settings.mode == "http":
                 await asyncio.to_thread(self._serve_http, self.app)
             else:
-                await asyncio.to_thread(self._connect_socket, self.app)
+                try:
+                    await asyncio.to_thread(self._connect_socket, self.app)
+                except SlackApiError as e:
+                    raise SettingsError(
+                        f"Slack did not accept SLACK_APP_TOKEN: {e.response.get('error')}"
+                    ) from None
         except BaseException:
             await self.stop()
             raise
@@ -393,7 +403,7 @@ def _close_socket_mode(handler: SocketModeHandler, timeout: float = 5.0) -> None
             getattr(client, "current_app_monitor", None),
             getattr(client, "message_processor", None),
         )
-        if r is not None and (t := getattr(r, "thread", None)) is not None
+        if r is not None and (t := getattr(r, "thread", None)) is not None and t.ident is not None
     ]
     with contextlib.suppress(AttributeError):
         client.closed = True

@@ -5,13 +5,20 @@ Slack reconnects, and stopping closes the link and ends every thread the adapter
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
+
+from bot.adapters.runtime import SettingsError
 from bot.adapters.slack import SlackAdapter
+from bot.adapters.slack_settings import SlackSettings
+from bot.compose import serve
 from controller.domain import ClusterRef
-from tests.bot_adapters.conftest import NAMESPACE, BotParts, BotRunner
-from tests.harness.slack import APP_TOKEN
+from tests.bot_adapters.conftest import NAMESPACE, SLACK_ACCESS, BotParts, BotRunner, make_bot
+from tests.harness.slack import APP_TOKEN, BOT_TOKEN
 from tests.standins.slack_api import SlackApiStandIn
 from tests.standins.slack_payloads import block_actions_payload, slash_command_fields
 
@@ -94,3 +101,17 @@ def test_reconnects_on_refresh_and_stop_closes_the_link_and_its_threads(
     assert not adapter.readiness().ready
     leftover = [t.name for t in threading.enumerate() if t.name.startswith(("slack-listener", "bot-loop"))]
     assert leftover == []
+
+
+@pytest.mark.parametrize("revoked", [BOT_TOKEN, APP_TOKEN])
+def test_a_refused_token_stops_the_start_with_a_clear_error(
+    tmp_path: Path, slack_api: SlackApiStandIn, revoked: str
+) -> None:
+    slack_api.revoke_token(revoked)
+    parts = make_bot(tmp_path, SLACK_ACCESS)
+    settings = SlackSettings(bot_token=BOT_TOKEN, app_token=APP_TOKEN, api_url=slack_api.base_url)
+    adapter = SlackAdapter(settings)
+    name = "SLACK_BOT_TOKEN" if revoked == BOT_TOKEN else "SLACK_APP_TOKEN"
+    with pytest.raises(SettingsError, match=f"Slack did not accept {name}: .*token_revoked"):
+        asyncio.run(serve(parts.bot, adapter, parts.events))
+    assert not adapter.readiness().ready

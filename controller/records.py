@@ -9,7 +9,7 @@ contracts.md section 3 that expect one decision (`decode_decision`, the bot's `w
 function's memory, so a restarted or newly elected controller continues without a jump.
 
 Both are bounded by `keys.MAX_ANNOTATION_BYTES`: reasons lose their evidence data first, then their
-messages are shortened, then other groups' decisions are dropped; a state that still does not fit
+messages are shortened (to 160, then 40 characters), then other groups' decisions are dropped; a state that still does not fit
 keeps the groups that fit (the others restart from an empty state, which only makes them less smooth).
 
 "Changed" is what decides whether a tick writes at all (issue 6: a cluster whose decision did not
@@ -77,20 +77,20 @@ def encode_decisions(decisions: Sequence[Decision], limit: int = keys.MAX_ANNOTA
         raise ValueError("no decisions to encode")
     top = primary(decisions)
     others = [d for d in decisions if d is not top]
-    for shrink in (_full, _no_data, _short):
+    for shrink in (_full, _no_data, _short, _codes):
         doc = shrink(top)
         if others:
             doc["groups"] = {d.ref.group: shrink(d) for d in others}
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         if len(text.encode()) <= limit:
             return text
-    text = json.dumps(_short(top), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(_codes(top), sort_keys=True, separators=(",", ":"))
     if len(text.encode()) <= limit:
         log.warning(
             "%s: decision annotation too large; other groups' decisions left out", top.ref.cluster_ref
         )
         return text
-    return json.dumps({**_short(top), "reasons": []}, sort_keys=True, separators=(",", ":"))
+    return json.dumps({**_codes(top), "reasons": []}, sort_keys=True, separators=(",", ":"))
 
 
 def _full(d: Decision) -> dict[str, Any]:
@@ -108,6 +108,13 @@ def _short(d: Decision) -> dict[str, Any]:
     for r in doc["reasons"]:
         if len(r["message"]) > _MESSAGE_LIMIT:
             r["message"] = r["message"][: _MESSAGE_LIMIT - 1] + "…"
+    return doc
+
+
+def _codes(d: Decision) -> dict[str, Any]:
+    doc = _no_data(d)
+    for r in doc["reasons"]:
+        r["message"] = r["message"][:40]
     return doc
 
 

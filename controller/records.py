@@ -9,8 +9,9 @@ contracts.md section 3 that expect one decision (`decode_decision`, the bot's `w
 function's memory, so a restarted or newly elected controller continues without a jump.
 
 Both are bounded by `keys.MAX_ANNOTATION_BYTES`: reasons lose their evidence data first, then their
-messages are shortened (to 160, then 40 characters), then other groups' decisions are dropped; a state that still does not fit
-keeps the groups that fit (the others restart from an empty state, which only makes them less smooth).
+messages are shortened (to 160, then 40 characters), then other groups' decisions are dropped; a
+state that still does not fit keeps the groups that fit (the others restart from an empty state,
+which only makes them less smooth).
 
 "Changed" is what decides whether a tick writes at all (issue 6: a cluster whose decision did not
 change gets no write). Reasons carry measured values and times that differ every tick, and the state

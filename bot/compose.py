@@ -224,7 +224,7 @@ def _kuberay_runtime(
     bot = Bot(
         backend,
         policy_provider(store),
-        ConfigMapApprovalStore(kube, settings.namespaces, settings.rayops_namespace),
+        ConfigMapApprovalStore(kube, settings.namespaces),
         JsonlAuditLog(settings.audit_path),
         ConfigMapPauseSwitch(kube, settings.rayops_namespace),
         settings,

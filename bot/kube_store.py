@@ -55,30 +55,32 @@ def _meta(obj: JSON) -> dict[str, Any]:
 class ConfigMapApprovalStore:
     """`ApprovalStore` over ConfigMaps; see the module docstring.
 
-    `namespaces`: where requests may live (the managed namespaces); None means every namespace (a
-    developer's kubeconfig, listing across namespaces). `home`: rayops' own namespace, for a request
-    whose cluster is in no managed namespace. Listing reads each of them; `get` remembers where an id
-    was seen, so approving does not probe every namespace.
+    `namespaces`: the managed namespaces, where requests live and are listed; None means every
+    namespace (a developer's kubeconfig, listing across namespaces). A request is kept in the namespace
+    of the cluster it is about, which is always a managed one: the bot refuses to create elsewhere
+    (bot/commands/lifecycle.py), and it sees no cluster elsewhere to scale or extend. `get` remembers
+    where an id was seen, so approving does not probe every namespace.
     """
 
-    def __init__(self, api: KubeApi, namespaces: Sequence[str] | None, home: str) -> None:
+    def __init__(self, api: KubeApi, namespaces: Sequence[str] | None) -> None:
         self.api = api
         self.namespaces = tuple(dict.fromkeys(namespaces)) if namespaces is not None else None
-        self.home = home
         self._where: dict[str, str] = {}
 
     # --- placement ------------------------------------------------------------------------------
 
     def _scopes(self) -> list[str | None]:
-        if self.namespaces is None:
-            return [None]
-        return list(dict.fromkeys([*self.namespaces, self.home]))
+        return [None] if self.namespaces is None else list(self.namespaces)
 
     def namespace_for(self, request: ApprovalRequest) -> str:
         namespace, slash, _ = request.target.partition("/")
-        if slash and namespace and (self.namespaces is None or namespace in self.namespaces):
-            return namespace
-        return self.home
+        if not (slash and namespace) and self.namespaces:
+            return self.namespaces[0]
+        if not (slash and namespace) or (self.namespaces is not None and namespace not in self.namespaces):
+            raise ValueError(
+                f"request {request.id} is about {request.target!r}, outside the managed namespaces"
+            )
+        return namespace
 
     @staticmethod
     def name_for(request_id: str) -> str:
@@ -157,7 +159,7 @@ class ConfigMapApprovalStore:
                 self._where[request.id] = str(_meta(cm).get("namespace"))
                 if state is None or request.state is state:
                     out.append(request)
-        return sorted(out, key=lambda r: r.created_at)
+        return sorted(out, key=lambda r: (r.created_at, r.id))  # namespaces listed in turn: a stable order
 
     def update(self, request: ApprovalRequest, expected: ApprovalState) -> bool:
         """Compare-and-set: write `request` only while the stored state is `expected`. A write that

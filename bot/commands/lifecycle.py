@@ -57,6 +57,10 @@ def create(ctx: Context, cmd: ParsedCommand) -> Outcome:
     max_ttl = parse_duration(spec.max_ttl)
     if ttl is not None and ttl > max_ttl:
         return error(f"profile {profile.name} allows a time-to-live of at most {spec.max_ttl}")
+    managed = ctx.settings.namespaces if ctx.settings.backend == "kuberay" else None
+    if managed is not None and ns not in managed:
+        # Refused before anything is asked or stored: rayops' Roles grant nothing there.
+        return error(f"rayops does not manage namespace {ns} (it manages {', '.join(managed)}); ask DevOps")
     ref = ClusterRef(ns, name)
     try:
         existing = ctx.backend.get(ref)

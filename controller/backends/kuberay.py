@@ -85,7 +85,9 @@ class KubeRayBackend:
 
     `profiles` and `policies` are read at each create (they reload with the policy directory);
     `activity` tells idle from busy workers (without it every worker is UNKNOWN, so nothing is ever
-    removed); `namespaces` limits listing (None: all namespaces, which needs a ClusterRole);
+    removed); `namespaces` limits what is touched: listing, and any cluster named in another namespace
+    is reported absent (or refused at create) without asking the API, where the Roles grant nothing
+    (None: all namespaces, which needs a ClusterRoleBinding);
     `dashboard_url` overrides the in-cluster head Service URL given to the activity source;
     `connect_routes` False leaves OpenShift Routes unread (the controller, whose housekeeping reads
     the people's view but never shows an address, so its Role needs no `list routes`).
@@ -164,7 +166,17 @@ class KubeRayBackend:
             urls[ref] = override or read.in_cluster_dashboard(rc)
         return self.activity.activity(urls, self._clock())
 
+    def _in_scope(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
+
+    def _scope_note(self) -> str:
+        return f"rayops manages {', '.join(self.namespaces or ()) or 'no namespace'}"
+
     def _read_managed(self, ref: ClusterRef) -> JSON:
+        if not self._in_scope(ref.namespace):
+            raise ClusterNotFound(
+                f"no Ray cluster named {ref.name} in namespace {ref.namespace} ({self._scope_note()})"
+            )
         rc = self.api.get_raycluster(ref.namespace, ref.name)
         if not keys.is_opted_in((rc.get("metadata") or {}).get("labels")):
             raise NotManaged(f"{ref} is not managed by rayops (label it {keys.LABEL_MANAGED}=true to opt in)")
@@ -264,6 +276,11 @@ class KubeRayBackend:
     # --- ClusterBackend ---------------------------------------------------------------------------
 
     def create(self, request: ClusterRequest) -> ClusterStatus:
+        if not self._in_scope(request.namespace):
+            raise NotManaged(
+                f"rayops does not manage namespace {request.namespace} ({self._scope_note()}): "
+                "nothing was created"
+            )
         profiles = self._profiles()
         profile = profiles.get(request.profile)
         if profile is None:
@@ -311,6 +328,8 @@ class KubeRayBackend:
         return self.api.list_routes(namespace) if self.connect_routes else None
 
     def list(self, namespace: str | None = None) -> builtins.list[ClusterStatus]:
+        if namespace is not None and not self._in_scope(namespace):
+            return []
         clusters = self._opted_in(namespace)
         pods = self._pods(clusters)
         routes: dict[str, builtins.list[JSON] | None] = {}

@@ -248,6 +248,18 @@ def bot_session(server: KubeApiServer, operator: FakeKubeRayOperator, tmp: Path)
     assert keys.LABEL_MANAGED not in meta["labels"] and meta["labels"]["team"] == "nlp"
     assert not any(k.startswith(keys.PREFIX) for k in meta.get("annotations") or {})
 
+    # --- a namespace rayops does not manage: refused before any request (no Role grants it there) ---
+    calls = len(server.resource_requests(BOT_IDENTITY))
+    refused = bot.run(ALICE, "create g namespace=ray-gpu profile=gpu gpus=2", ReplyStatus.ERROR)
+    assert "rayops does not manage namespace ray-gpu" in refused.reply.text
+    assert bot.run(ALICE, "status g namespace=ray-gpu", ReplyStatus.ERROR).reply.text.startswith("no cluster")
+    assert len(server.resource_requests(BOT_IDENTITY)) == calls  # nothing asked where nothing is granted
+
+    # --- a denied request: the requester is told -----------------------------------------------------
+    rid4 = _request_id(bot.run(ALICE, "create g2 workers=5", ReplyStatus.PENDING))
+    denied = bot.run(APPROVER, f"deny {rid4} not this week")
+    assert [n.to.id for n in denied.notifications] == ["U0ALICE"]
+
     # --- an unanswered request expires; decided ones are pruned a week later ------------------------
     rid3 = _request_id(bot.run(ALICE, "create huge workers=7", ReplyStatus.PENDING))
     clock.advance(hours=3)  # requestExpiry: 2h in the fixture policy

@@ -33,24 +33,27 @@ def _request(rid: str, target: str = "ray-nlp/big") -> ApprovalRequest:
 
 @pytest.fixture
 def store(kube_api: KubeApiServer) -> ConfigMapApprovalStore:
-    return ConfigMapApprovalStore(KubeApi(kube_api.client(BOT_TOKEN), FAST), ["ray-nlp", "ray-cv"], "rayops")
+    return ConfigMapApprovalStore(KubeApi(kube_api.client(BOT_TOKEN), FAST), ["ray-nlp", "ray-cv"])
 
 
-def test_requests_live_in_their_clusters_namespace_or_at_home(
+def test_requests_live_in_their_clusters_namespace(
     kube_api: KubeApiServer, store: ConfigMapApprovalStore
 ) -> None:
     store.add(_request("aaaaaaaa"))
-    store.add(_request("bbbbbbbb", target="elsewhere/big"))  # not a managed namespace
-    store.add(_request("cccccccc", target=""))
+    store.add(_request("bbbbbbbb", target="ray-cv/big"))
+    store.add(_request("cccccccc", target=""))  # about no cluster: the first managed namespace
     assert kube_api.get_obj("configmaps", "ray-nlp", "rayops-approval-aaaaaaaa") is not None
-    assert kube_api.get_obj("configmaps", "rayops", "rayops-approval-bbbbbbbb") is not None
-    assert kube_api.get_obj("configmaps", "rayops", "rayops-approval-cccccccc") is not None
+    assert kube_api.get_obj("configmaps", "ray-cv", "rayops-approval-bbbbbbbb") is not None
+    assert kube_api.get_obj("configmaps", "ray-nlp", "rayops-approval-cccccccc") is not None
     assert [r.id for r in store.list()] == ["aaaaaaaa", "bbbbbbbb", "cccccccc"]
     with pytest.raises(ValueError, match="exists"):
         store.add(_request("aaaaaaaa"))
-    fresh = ConfigMapApprovalStore(store.api, ["ray-nlp", "ray-cv"], "rayops")  # nothing cached
-    assert fresh.get("bbbbbbbb") == _request("bbbbbbbb", target="elsewhere/big")
+    with pytest.raises(ValueError, match="outside the managed namespaces"):
+        store.add(_request("dddddddd", target="elsewhere/big"))  # the bot never asks: no Role there
+    fresh = ConfigMapApprovalStore(store.api, ["ray-nlp", "ray-cv"])  # nothing cached
+    assert fresh.get("bbbbbbbb") == _request("bbbbbbbb", target="ray-cv/big")
     assert fresh.get("../../etc") is None and fresh.get("zzzzzzzz") is None
+    assert {r.namespace for r in kube_api.resource_requests()} == {"ray-nlp", "ray-cv"}
 
 
 def test_a_lost_race_re_reads_and_compares_again(

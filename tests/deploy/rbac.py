@@ -119,3 +119,31 @@ def rules_for_service_account(objs: Iterable[Mapping[str, Any]], service_account
         if role is not None:
             out.extend(role.get("rules") or ())
     return out
+
+
+def rules_by_namespace(objs: Iterable[Mapping[str, Any]], service_account: str) -> dict[str, list[Rule]]:
+    """The rules bound to `service_account` in each namespace: a RoleBinding grants its role's rules in
+    its own namespace only (a ClusterRole bound by a RoleBinding included); a ClusterRoleBinding would
+    grant them everywhere (key ""). Built-in ClusterRoles are ignored, as in `rules_for_service_account`.
+
+    This is what makes the check namespace-aware: with the ClusterRole variant, a call in rayops' own
+    namespace must be granted there, not merely somewhere.
+    """
+    objs = list(objs)
+    roles = {(o["kind"], o["metadata"]["name"]): o for o in objs if o["kind"] in ("Role", "ClusterRole")}
+    out: dict[str, list[Rule]] = {}
+    for binding in (o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        if not any(
+            s.get("kind") == "ServiceAccount" and s.get("name") == service_account
+            for s in binding.get("subjects") or ()
+        ):
+            continue
+        ref = binding["roleRef"]
+        role = roles.get((ref["kind"], ref["name"]))
+        if role is None:
+            continue
+        where = binding["metadata"].get("namespace", "") if binding["kind"] == "RoleBinding" else ""
+        if ref["kind"] == "Role" and role["metadata"].get("namespace") != where:
+            continue  # a RoleBinding can only use a Role of its own namespace
+        out.setdefault(where, []).extend(role.get("rules") or ())
+    return out

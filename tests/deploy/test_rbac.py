@@ -1,11 +1,24 @@
-"""RBAC: least privilege, no wildcards, one truth for the Role and ClusterRole variants, traceable rules."""
+"""RBAC: the Roles grant exactly the calls the code makes, per namespace; no wildcards; one truth for the
+Role and ClusterRole variants; every rule traced to code in docs/deploy.md.
+
+The calls are recorded, not planned: the module fixture runs the bot's and the controller's whole Kubernetes
+sessions (tests/bot_kube/session.py, tests/controller/kube_session.py: the same scripts their suites run,
+through the real wiring) each against a fresh API stand-in with its own token, and keeps every request the
+stand-in saw from that identity. A new call in the code shows up here as a 403-to-be; a rule no session
+uses shows up as an extra grant.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from controller.pause import PAUSE_CONFIGMAP
+from tests.bot_kube import session as bot
+from tests.controller import kube_session as controller
 from tests.deploy.manifests import APPLIED_DIRS, DOCS, Obj, render_applied, settings
 from tests.deploy.rbac import (
     ApiCall,
@@ -13,29 +26,54 @@ from tests.deploy.rbac import (
     WildcardRule,
     check_role_matches,
     grants,
+    rules_by_namespace,
     rules_for_service_account,
 )
+from tests.harness.kube import ADMIN_TOKEN, KUBE_TOKENS
+from tests.standins.kube_api import KubeApiServer
+from tests.standins.kuberay_operator import FakeKubeRayOperator
 
 LEASE = "rayops-controller"
-# The calls each role's code is planned to make (contracts.md; docs/deploy.md "RBAC"). When the controller's
-# and the bot's suites record their calls against the Kubernetes stand-in, those recordings replace these
-# sets in the same check_role_matches() calls below.
-PLANNED_CALLS: dict[str, set[ApiCall]] = {
-    "rayops-controller": {
-        *(ApiCall(v, "ray.io", "rayclusters") for v in ("get", "list", "watch", "patch", "delete")),
-        *(ApiCall(v, "", "pods") for v in ("get", "list", "watch")),
-        *(ApiCall(v, "events.k8s.io", "events") for v in ("create", "patch")),
-        ApiCall("create", "coordination.k8s.io", "leases"),
-        ApiCall("get", "coordination.k8s.io", "leases", name=LEASE),
-        ApiCall("update", "coordination.k8s.io", "leases", name=LEASE),
-    },
-    "rayops-bot": {
-        *(ApiCall(v, "ray.io", "rayclusters") for v in ("get", "list", "watch", "create", "patch", "delete")),
-        *(ApiCall(v, "", "pods") for v in ("get", "list")),
-        *(ApiCall(v, "events.k8s.io", "events") for v in ("get", "list", "watch")),
-        *(ApiCall(v, "", "configmaps") for v in ("get", "list", "create", "update", "delete")),
-    },
+Session = Callable[[KubeApiServer, FakeKubeRayOperator, Path], None]
+# Each role's session, the identity its token has, and which of the session's namespaces is rayops' own
+# ("home") and which is a managed one.
+SESSIONS: dict[str, tuple[Session, str, dict[str, str]]] = {
+    "rayops-controller": (
+        controller.controller_session,
+        controller.CONTROLLER_IDENTITY,
+        {controller.HOME: "home", controller.TEAM: "managed"},
+    ),
+    "rayops-bot": (bot.bot_session, bot.BOT_IDENTITY, {bot.HOME: "home", bot.TEAM: "managed"}),
 }
+# Where "home" and "managed" are in each overlay: single-namespace clusters live in rayops' own namespace;
+# the ClusterRole variant binds its rules in deploy/managed-namespace's namespace.
+PLACES = {
+    "deploy/overlays/crc": {"home": "rayops", "managed": "rayops"},
+    "deploy/overlays/moc": {"home": "rayops", "managed": "ray-team-a"},
+}
+Recorded = dict[str, dict[str, set[ApiCall]]]  # service account -> place -> calls
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
+    out: Recorded = {}
+    for account, (session, identity, places) in SESSIONS.items():
+        server = KubeApiServer(KUBE_TOKENS, default_token=ADMIN_TOKEN).start()
+        operator = FakeKubeRayOperator(server.store)
+        try:
+            session(server, operator, tmp_path_factory.mktemp(account))
+            requests = server.resource_requests(identity)
+        finally:
+            operator.stop()
+            server.stop()
+        by_place: dict[str, set[ApiCall]] = {}
+        for r in requests:
+            place = places.get(r.namespace, f"namespace {r.namespace!r}" if r.namespace else "cluster-wide")
+            by_place.setdefault(place, set()).add(
+                ApiCall(r.verb, r.api_group, r.resource, r.subresource, r.name or None)
+            )
+        out[account] = by_place
+    return out
 
 
 def _applied_together(overlay: str) -> list[Obj]:
@@ -46,13 +84,39 @@ def _applied_together(overlay: str) -> list[Obj]:
     return objs
 
 
-@pytest.mark.parametrize("overlay", ["deploy/overlays/crc", "deploy/overlays/moc"])
-@pytest.mark.parametrize("service_account", sorted(PLANNED_CALLS))
-def test_each_role_is_granted_exactly_its_calls(overlay: str, service_account: str) -> None:
-    rules = rules_for_service_account(_applied_together(overlay), service_account)
-    missing, extra = check_role_matches(PLANNED_CALLS[service_account], rules)
-    assert missing == set(), f"{service_account} would get 403 for these calls"
-    assert extra == set(), f"{service_account} is granted more than its code uses"
+def test_the_sessions_stay_in_their_namespaces(recorded: Recorded) -> None:
+    """No call lists across namespaces (nothing grants that) or strays outside home and managed."""
+    for account, by_place in recorded.items():
+        assert set(by_place) == {"home", "managed"}, f"{account}: {sorted(by_place)}"
+
+
+@pytest.mark.parametrize("overlay", sorted(PLACES))
+@pytest.mark.parametrize("service_account", sorted(SESSIONS))
+def test_each_role_is_granted_exactly_its_calls(
+    recorded: Recorded, overlay: str, service_account: str
+) -> None:
+    bound = rules_by_namespace(_applied_together(overlay), service_account)
+    assert "" not in bound, "no cluster-wide binding for rayops' own service accounts"
+    calls: dict[str, set[ApiCall]] = {}
+    for place, made in recorded[service_account].items():
+        calls.setdefault(PLACES[overlay][place], set()).update(made)
+    for namespace in sorted(set(calls) | set(bound)):
+        missing, extra = check_role_matches(calls.get(namespace, set()), bound.get(namespace, []))
+        assert missing == set(), f"{service_account} would get 403 in {namespace} for these calls"
+        assert extra == set(), f"{service_account} is granted more than its code uses in {namespace}"
+
+
+def test_the_recordings_cover_every_verb_kube_api_can_send(recorded: Recorded) -> None:
+    """`RBAC_RULES` in kube_api.py lists what it can send; the two sessions together use all of it."""
+    from controller.backends.kube_api import RBAC_RULES
+
+    used = {
+        (c.group, c.resource, c.subresource, c.verb)
+        for by_place in recorded.values()
+        for calls in by_place.values()
+        for c in calls
+    }
+    assert used == set(RBAC_RULES)
 
 
 def test_no_rule_anywhere_uses_a_wildcard() -> None:
@@ -88,6 +152,20 @@ def test_the_lease_rule_names_the_lease_the_controller_uses() -> None:
         named = [r for r in lease_rules if r.get("resourceNames")]
         assert [r["resourceNames"] for r in named] == [[settings(objs)["RAYOPS_LEASE_NAME"]]]
         assert {v for r in lease_rules if not r.get("resourceNames") for v in r["verbs"]} == {"create"}
+
+
+def test_the_controller_reads_only_the_pause_switch_among_configmaps() -> None:
+    for overlay in sorted(PLACES):
+        rules = rules_for_service_account(render_applied(overlay), "rayops-controller")
+        configmaps = [r for r in rules if "configmaps" in r["resources"]]
+        assert configmaps == [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [PAUSE_CONFIGMAP],
+                "verbs": ["get"],
+            }
+        ]
 
 
 @pytest.mark.parametrize("overlay", ["deploy/overlays/crc", "deploy/overlays/moc"])

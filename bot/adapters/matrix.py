@@ -24,31 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import io
-import json
 import logging
 import random
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 from nio import (
     AsyncClient,
     AsyncClientConfig,
-    DirectRoomsResponse,
     InviteMemberEvent,
     JoinError,
-    MatrixRoom,
     MegolmEvent,
-    RoomCreateError,
     RoomMemberEvent,
     RoomMessageText,
-    RoomPreset,
-    RoomResolveAliasResponse,
-    RoomSendResponse,
     SyncResponse,
-    UploadResponse,
     WhoamiResponse,
 )
 from nio.crypto import ENCRYPTION_ENABLED
@@ -66,9 +56,8 @@ from bot.adapters.matrix_convert import (
     command_text,
     decode_thread,
     encode_thread,
-    image_content,
-    notice_content,
 )
+from bot.adapters.matrix_send import NETWORK_ERRORS, MatrixSender, first_line
 from bot.adapters.matrix_settings import MatrixSettings
 from bot.adapters.runtime import Readiness, SettingsError
 from bot.redact import DEFAULT as REDACTOR
@@ -78,7 +67,6 @@ log = logging.getLogger("rayops.bot.matrix")
 STOP_GRACE_S = 20.0
 # The initial sync's timeline is skipped anyway: ask for one event per room, not the default ten.
 INITIAL_FILTER: dict[str, Any] = {"room": {"timeline": {"limit": 1}}}
-_NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 
 class MatrixAdapter:
@@ -110,10 +98,7 @@ class MatrixAdapter:
         self._since: str | None = None
         self._known_rooms: set[str] = set()  # rooms whose history is behind us
         self._invites: dict[str, tuple[str, bool]] = {}  # room -> (inviter, direct), not yet answered
-        self._direct: dict[str, str] = {}  # user id -> their direct room with the bot
-        self._m_direct: dict[str, list[str]] = {}  # the bot's m.direct account data
-        self._aliases: dict[str, str] = {}
-        self._send_locks: dict[str, asyncio.Lock] = {}
+        self.sender = MatrixSender(self.client, settings)
         self._warned_encrypted: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop_requested = asyncio.Event()
@@ -158,7 +143,7 @@ class MatrixAdapter:
             try:
                 await self._login_once()
                 return
-            except _NETWORK_ERRORS as e:
+            except NETWORK_ERRORS as e:
                 if not await self._back_off(f"{type(e).__name__}: {e}".rstrip(": "), "log-in"):
                     return
 
@@ -183,7 +168,7 @@ class MatrixAdapter:
             REDACTOR.add_secrets([self.client.access_token])
         name = await self.client.get_displayname()
         self.display_name = getattr(name, "displayname", None)
-        await self._load_direct_rooms()
+        await self.sender.load_direct_rooms()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)
@@ -257,7 +242,7 @@ class MatrixAdapter:
             return None
         try:
             resp = sync.result()
-        except _NETWORK_ERRORS as e:
+        except NETWORK_ERRORS as e:
             why = f"{type(e).__name__}: {e}".rstrip(": ")
         else:
             if isinstance(resp, SyncResponse):
@@ -304,7 +289,7 @@ class MatrixAdapter:
             if c.should_claim_keys:
                 await c.keys_claim(c.get_users_for_key_claiming())
             await c.send_to_device_messages()
-        except _NETWORK_ERRORS as e:
+        except NETWORK_ERRORS as e:
             log.warning("Matrix key upkeep failed (%s); trying again after the next sync", type(e).__name__)
 
     async def _join_invites(self, resp: SyncResponse) -> None:
@@ -328,7 +313,7 @@ class MatrixAdapter:
                     del self._invites[room_id]
                     continue
                 joined = await self.client.join(room_id)
-            except _NETWORK_ERRORS as e:
+            except NETWORK_ERRORS as e:
                 log.warning("could not answer the invite to %s (%s); trying again", room_id, type(e).__name__)
                 continue
             del self._invites[room_id]
@@ -336,8 +321,8 @@ class MatrixAdapter:
                 log.warning("could not join %s (invited by %s): %s", room_id, inviter, joined.message)
                 continue
             if direct:
-                self._direct.setdefault(inviter, room_id)
-                await self._remember_direct(inviter, room_id)
+                self.sender.direct.setdefault(inviter, room_id)
+                await self.sender.remember_direct(inviter, room_id)
             log.info("joined %s (invited by %s)", room_id, inviter)
 
     def _take_messages(self, resp: SyncResponse) -> None:
@@ -356,7 +341,7 @@ class MatrixAdapter:
                     log.warning("%s is encrypted and E2EE is off: its messages cannot be read", room_id)
                 if not isinstance(event, RoomMessageText) or event.sender == self.client.user_id:
                     continue  # notices (other bots), images, state, our own: never commands
-                direct = self._is_direct(event.sender, room_id)
+                direct = self.sender.is_direct(event.sender, room_id)
                 text = command_text(
                     event.body, user_id=self.client.user_id, display_name=self.display_name, direct=direct
                 )
@@ -394,7 +379,7 @@ class MatrixAdapter:
             log.error("a Matrix command from %s has no room to answer in", command.user_id)
             return
         event_id, root = decode_thread(command.thread_id)
-        await self._send(command.channel_id, reply, event_id, root)
+        await self.sender.send(command.channel_id, reply, event_id, root)
 
     async def post_notification(self, notification: Notification) -> None:
         """Send in the background and return (so a slow room never delays the bot's answer);
@@ -410,154 +395,27 @@ class MatrixAdapter:
         try:
             if to.kind is DestinationKind.USER and n.thread_channel and n.thread_id:
                 event_id, root = decode_thread(n.thread_id)
-                await self._send(n.thread_channel, n.reply, event_id, root, mention=to.id)
+                await self.sender.send(n.thread_channel, n.reply, event_id, root, mention=to.id)
             elif to.kind is DestinationKind.USER:
-                room = await self._direct_room(to.id)
+                room = await self.sender.direct_room(to.id)
                 if room is not None:
-                    await self._send(room, n.reply)
+                    await self.sender.send(room, n.reply)
             else:
-                room = await self._room_id(to.id)
+                room = await self.sender.room_id(to.id)
                 if room is not None:
-                    await self._send(room, n.reply)
-        except _NETWORK_ERRORS as e:
+                    await self.sender.send(room, n.reply)
+        except NETWORK_ERRORS as e:
             log.error(
-                "Matrix notification to %s not delivered (%s): %s", to.id, type(e).__name__, _first(n.reply)
+                "Matrix notification to %s not delivered (%s): %s",
+                to.id,
+                type(e).__name__,
+                first_line(n.reply),
             )
-
-    async def _send(
-        self,
-        room_id: str,
-        reply: Reply,
-        reply_to: str | None = None,
-        thread_root: str | None = None,
-        mention: str | None = None,
-    ) -> None:
-        room = self.client.rooms.get(room_id)
-        if room is not None and room.encrypted and not self.settings.encryption:
-            log.error(
-                "not posting into %s: the room is encrypted and E2EE is off (%s)", room_id, _first(reply)
-            )
-            return
-        content = notice_content(reply, reply_to=reply_to, thread_root=thread_root, mention=mention)
-        lock = self._send_locks.setdefault(room_id, asyncio.Lock())
-        async with lock:  # one room's messages stay in order (an image after its text)
-            if not await self._room_send(room_id, content, _first(reply)) or reply.image is None:
-                return
-            image = reply.image
-            try:
-                up, _ = await self.client.upload(
-                    lambda _limited, _timeouts: _bytes_reader(image.data),
-                    content_type="image/png",
-                    filename=image.name,
-                    filesize=len(image.data),
-                )
-            except _NETWORK_ERRORS as e:
-                log.error("chart %s not uploaded to the media repository (%s)", image.name, type(e).__name__)
-                return
-            if not isinstance(up, UploadResponse):
-                log.error(
-                    "chart %s not uploaded to the media repository: %s",
-                    image.name,
-                    getattr(up, "message", up),
-                )
-                return
-            await self._room_send(
-                room_id,
-                image_content(image.name, up.content_uri, image.data, image.alt, reply_to, thread_root),
-                f"chart {image.name}",
-            )
-
-    async def _room_send(self, room_id: str, content: dict[str, Any], what: str) -> bool:
-        try:
-            resp = await self.client.room_send(
-                room_id, "m.room.message", content, ignore_unverified_devices=True
-            )
-        except _NETWORK_ERRORS as e:
-            log.error("Matrix message to %s not sent (%s): %s", room_id, type(e).__name__, what)
-            return False
-        if isinstance(resp, RoomSendResponse):
-            return True
-        log.error(
-            "Matrix message to %s not sent (%s %s): %s",
-            room_id,
-            getattr(resp, "status_code", ""),
-            getattr(resp, "message", resp),
-            what,
-        )
-        return False
-
-    async def _room_id(self, room: str) -> str | None:
-        if not room.startswith("#"):
-            return room
-        if room not in self._aliases:
-            resp = await self.client.room_resolve_alias(room)
-            if not isinstance(resp, RoomResolveAliasResponse):
-                log.error("cannot resolve the room alias %s: %s", room, getattr(resp, "message", resp))
-                return None
-            self._aliases[room] = resp.room_id
-        return self._aliases[room]
-
-    def _is_direct(self, user_id: str, room_id: str) -> bool:
-        return room_id in self._m_direct.get(user_id, ()) or self._direct.get(user_id) == room_id
-
-    async def _load_direct_rooms(self) -> None:
-        resp = await self.client.list_direct_rooms()
-        if isinstance(resp, DirectRoomsResponse):
-            self._m_direct = {str(u): [str(r) for r in rooms] for u, rooms in resp.rooms.items()}
-
-    async def _direct_room(self, user_id: str) -> str | None:
-        """The bot's direct room with this person: known (`m.direct` account data, or a direct
-        invite), else created with them invited (`trusted_private_chat` lets them read what was
-        sent before they join) and recorded in `m.direct`, so a restart finds it again."""
-        if user_id in self._direct:
-            return self._direct[user_id]
-        for room_id in reversed(self._m_direct.get(user_id, [])):
-            room = self.client.rooms.get(room_id)
-            if room is not None and user_id in _members(room) and not room.encrypted:
-                self._direct[user_id] = room_id
-                return room_id
-        resp = await self.client.room_create(
-            is_direct=True, invite=[user_id], preset=RoomPreset.trusted_private_chat, name="rayops"
-        )
-        if isinstance(resp, RoomCreateError):
-            log.error("cannot open a direct room with %s: %s", user_id, resp.message)
-            return None
-        self._direct[user_id] = resp.room_id
-        log.info("opened a direct room %s with %s", resp.room_id, user_id)
-        await self._remember_direct(user_id, resp.room_id)
-        return resp.room_id
-
-    async def _remember_direct(self, user_id: str, room_id: str) -> None:
-        """Add the room to the bot's `m.direct` account data (nio has no call for writing it)."""
-        rooms = self._m_direct.setdefault(user_id, [])
-        if room_id in rooms:
-            return
-        rooms.append(room_id)
-        path = f"/_matrix/client/v3/user/{quote(self.client.user_id)}/account_data/m.direct"
-        headers = {"Authorization": f"Bearer {self.client.access_token}", "Content-Type": "application/json"}
-        try:
-            resp = await self.client.send("PUT", path, json.dumps(self._m_direct), headers)
-            ok = resp.status == 200
-            resp.release()
-        except _NETWORK_ERRORS as e:
-            ok = False
-            log.debug("m.direct update failed: %s", type(e).__name__)
-        if not ok:
-            log.warning("could not record %s as the direct room with %s (m.direct)", room_id, user_id)
-
-
-def _members(room: MatrixRoom) -> set[str]:
-    return set(room.users) | set(room.invited_users)
 
 
 def _thread_root(source: dict[str, Any]) -> str | None:
     rel = (source.get("content") or {}).get("m.relates_to") or {}
     return str(rel["event_id"]) if rel.get("rel_type") == "m.thread" and rel.get("event_id") else None
-
-
-def _first(reply: Reply) -> str:
-    line = (reply.title or reply.text or "").splitlines()
-    return (line[0] if line else "")[:80]
 
 
 def _is_own_join(event: Any, user_id: str) -> bool:
@@ -567,7 +425,3 @@ def _is_own_join(event: Any, user_id: str) -> bool:
         and event.membership == "join"
         and (event.prev_membership or "") != "join"
     )
-
-
-def _bytes_reader(data: bytes) -> io.BytesIO:
-    return io.BytesIO(data)

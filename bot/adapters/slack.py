@@ -60,7 +60,7 @@ from bot.adapters.slack_convert import (
 )
 from bot.adapters.slack_groups import SlackGroupResolver
 from bot.adapters.slack_guard import ReplayGuard
-from bot.adapters.slack_queue import ChannelQueues, Delivery, OutgoingMessage, retry_after_s
+from bot.adapters.slack_queue import ChannelQueues, OutgoingMessage, retry_after_s
 from bot.adapters.slack_settings import SlackSettings
 
 log = logging.getLogger("rayops.bot.slack")
@@ -421,6 +421,3 @@ def _close_socket_mode(handler: SocketModeHandler, timeout: float = 5.0) -> None
     alive = [t.name for t in threads if t.is_alive()]
     if alive:
         log.warning("Socket Mode threads still running after close: %s", alive)
-
-
-__all__ = ["Delivery", "SlackAdapter", "SlackSettings"]

@@ -38,7 +38,7 @@ from typing import Any
 
 from controller.policy.model import ScalingPolicy
 from controller.simulate.engine import Engine
-from controller.simulate.model import Command, GroupView, Model
+from controller.simulate.model import Command, Controller, GroupView, Model
 from controller.simulate.report import PolicyResult
 from controller.simulate.run import simulate
 from controller.simulate.trace import NUMERIC_EPOCH, Task, Trace
@@ -48,6 +48,23 @@ Rate = tuple[str, int, int]  # (Pods | Percent, value, periodSeconds)
 
 CPU_DEFAULT_UP: tuple[Rate, ...] = (("Pods", 4, 5), ("Percent", 100, 5))  # as shipped before this sweep
 ALL_AT_ONCE: tuple[Rate, ...] = (("Percent", 100, 15),)
+# Max(Percent, Pods 4): a large pool decays by the percentage per period, a small one (laptop mode's
+# 4 workers) still goes all at once
+RATES: tuple[tuple[Rate, ...], ...] = (
+    (("Pods", 1, 15),),
+    (("Pods", 1, 30),),
+    (("Pods", 1, 60),),
+    (("Percent", 10, 15),),
+    (("Percent", 20, 60),),
+    (("Percent", 50, 60),),
+    (("Pods", 1, 15), ("Percent", 10, 15)),
+)
+DECAYS: tuple[tuple[Rate, ...], ...] = (
+    (("Percent", 50, 60), ("Pods", 4, 60)),
+    (("Percent", 30, 60), ("Pods", 4, 60)),
+    (("Percent", 20, 60), ("Pods", 4, 60)),
+    (("Percent", 50, 30), ("Pods", 4, 30)),
+)
 
 
 @dataclass(frozen=True)
@@ -132,6 +149,9 @@ class Knobs:
         return ScalingPolicy.model_validate(doc)
 
 
+GRIDS = ("main", "down", "misc", "refine", "tick", "flaps", "chosen", "all")
+
+
 def grid(name: str) -> list[Knobs]:
     """The named grids; `all` is their union."""
     out: list[Knobs] = []
@@ -146,15 +166,7 @@ def grid(name: str) -> list[Knobs]:
         # scale-down rate policies instead of (or with) a window: the pool decays towards demand
         for util in (None, 85):
             for window in (0, 30):
-                for down in (
-                    (("Pods", 1, 15),),
-                    (("Pods", 1, 30),),
-                    (("Pods", 1, 60),),
-                    (("Percent", 10, 15),),
-                    (("Percent", 20, 60),),
-                    (("Percent", 50, 60),),
-                    (("Pods", 1, 15), ("Percent", 10, 15)),
-                ):
+                for down in RATES:
                     out.append(Knobs(util, window, None, down))
     if name in ("misc", "all"):
         # tolerance and activation threshold around the cost-first and the latency-leaning settings
@@ -163,6 +175,25 @@ def grid(name: str) -> list[Knobs]:
                 out.append(Knobs(util, 30, None, tolerance=tol))
             for act in (1.0, 2.0, 4.0):
                 out.append(Knobs(util, 30, None, activation=act))
+    if name in ("refine", "all"):
+        # combinations around the best of the above: utilization target, window, decay, tolerance
+        for util in (None, 80, 85, 90):
+            for window in (30, 60):
+                for down in (ALL_AT_ONCE, *DECAYS):
+                    for tol in (0.0, 0.1, 0.2):
+                        out.append(Knobs(util, window, None, down, tolerance=tol))
+    if name in ("tick", "all"):
+        # the candidates at the faster ticks a controller can be set to (laptop mode's is 2 s)
+        for interval in (5.0, 2.0):
+            for util in (None, 80, 85, 90, 95):
+                for down in (ALL_AT_ONCE, DECAYS[0]):
+                    out.append(Knobs(util, 30, None, down, interval=interval))
+    if name in ("flaps", "all"):
+        # what <= 1 flap per hour costs: long windows, wide tolerance
+        for util in (None, 85):
+            for window in (300, 600, 900, 1200):
+                for tol in (0.1, 0.3):
+                    out.append(Knobs(util, window, None, tolerance=tol))
     if name in ("chosen", "all"):
         out += CHOSEN
     seen: dict[Knobs, None] = {}
@@ -171,9 +202,12 @@ def grid(name: str) -> list[Knobs]:
     return list(seen)
 
 
-# The settings compared in docs/benchmarks.md: as shipped before the sweep, and as shipped after it.
+# The settings compared in docs/benchmarks.md: cpu-default as shipped before the sweep and after it
+# (policies/cpu-default.yaml), and the cost-first variant its comment mentions.
 BEFORE = Knobs(70, 30, CPU_DEFAULT_UP, ALL_AT_ONCE)
-CHOSEN: list[Knobs] = [BEFORE]
+AFTER = Knobs(85, 30, None, DECAYS[0])
+COST_FIRST = Knobs(None, 30, None, DECAYS[0])
+CHOSEN: list[Knobs] = [BEFORE, AFTER, COST_FIRST]
 
 
 @dataclass
@@ -207,6 +241,33 @@ class ReactiveIdeal:
         return Command(need, tuple(idle[: max(view.count - need, 0)]))
 
 
+class IdleTimeout:
+    """Ray's rule per worker with another timeout and tick: every `interval` s, enough workers for
+    running + queued demand; a ready worker idle for `timeout` s is removed. The per-worker idle
+    removal that `decide` does not have (a Worker carries no idle-since time), to compare with the
+    group-level scale-down window."""
+
+    def __init__(self, timeout: float, interval: float) -> None:
+        self.timeout = timeout
+        self.interval_s: float | None = interval
+        self.name = f"idle-timeout {timeout:g}s, tick {interval:g}s"
+
+    def initial(self) -> int:
+        return 0
+
+    def step(self, view: GroupView) -> Command:
+        need = view.need(view.running_cpus + view.queued_cpus, view.running_gpus + view.queued_gpus)
+        idle = [
+            w.name
+            for w in view.workers
+            if w.ready and not w.busy and w.idle_since is not None and view.t - w.idle_since >= self.timeout
+        ]
+        return Command(max(view.count - len(idle), need), tuple(idle))
+
+
+IDLE_REFS = tuple(IdleTimeout(t, i) for i in (15.0, 5.0) for t in (15.0, 30.0, 60.0, 120.0))
+
+
 def _row(tr: Trace, r: PolicyResult, label: str, knobs: Knobs | None) -> Row:
     return Row(
         tr.name,
@@ -220,13 +281,19 @@ def _row(tr: Trace, r: PolicyResult, label: str, knobs: Knobs | None) -> Row:
     )
 
 
-def baselines(tr: Trace, model: Model) -> dict[str, Row]:
-    rep = simulate(tr, [], model)
-    out = {r.policy: _row(tr, r, r.policy, None) for r in rep.results}
-    run = Engine(tr, ReactiveIdeal(), model.for_trace(tr)).run()
-    out["reactive-ideal"] = _row(
-        tr, PolicyResult.from_run(run, "reference", 0.0, 1.0), "reactive-ideal", None
-    )
+def baselines(tr: Trace, model: Model, have: Iterable[str] = ()) -> dict[str, Row]:
+    """The four baselines and the reference controllers, those not in `have`."""
+    out: dict[str, Row] = {}
+    if "ray-like" not in have:
+        rep = simulate(tr, [], model)
+        out = {r.policy: _row(tr, r, r.policy, None) for r in rep.results}
+    refs: list[Controller] = [ReactiveIdeal(), *IDLE_REFS]
+    for ctl in refs:
+        if ctl.name not in have:
+            run = Engine(tr, ctl, model.for_trace(tr)).run()
+            out[ctl.name] = _row(
+                tr, PolicyResult.from_run(run, "reference", 0.0, ctl.interval_s), ctl.name, None
+            )
     return out
 
 
@@ -297,7 +364,7 @@ def laptop_check(knobs: Sequence[Knobs]) -> list[str]:
     for i, k in enumerate(knobs):
         r = rep.result(f"v{i}")
         out.append(
-            f"| {k.label()} | {makespan(r):.0f} | {makespan(r) / makespan(ray):.2f} "
+            f"| {replace(k, interval=2.0).label()} | {makespan(r):.0f} | {makespan(r) / makespan(ray):.2f} "
             f"| {r.worker_hours * 3600:.0f} | {r.worker_hours / ray.worker_hours:.2f} |"
         )
     return out
@@ -305,7 +372,7 @@ def laptop_check(knobs: Sequence[Knobs]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--grid", default="main", choices=("main", "down", "misc", "chosen", "all"))
+    ap.add_argument("--grid", default="main", choices=GRIDS)
     ap.add_argument("--traces", help="comma-separated trace names (default: all)")
     ap.add_argument("--cache", type=Path, help="JSON file of finished runs, read and extended")
     ap.add_argument("--max-replicas", type=int, default=64)
@@ -325,8 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.monotonic()
         ckey = f"{tr.name}|max{args.max_replicas}"
         entry = cache.setdefault(ckey, {"baselines": {}, "variants": {}})
-        if not entry["baselines"]:
-            entry["baselines"] = {k: asdict(v) for k, v in baselines(tr, model).items()}
+        entry["baselines"].update({k: asdict(v) for k, v in baselines(tr, model, entry["baselines"]).items()})
         base = {k: Row(**v) for k, v in entry["baselines"].items()}
         todo = [k for k in knobs if k.label() not in entry["variants"]]
         for r in run_variants(tr, model, todo):
@@ -338,7 +404,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"### {tr.name} ({len(todo)} new runs, {time.monotonic() - t0:.0f} s)\n")
         print("| reference | worker-h | x ray-like | x oracle | p95 s | flaps/h |")
         print("|---|---:|---:|---:|---:|---:|")
-        for name in ("static-peak", "ray-like", "hpa-like", "oracle", "reactive-ideal"):
+        for name in (
+            "static-peak",
+            "ray-like",
+            "hpa-like",
+            "oracle",
+            "reactive-ideal",
+            *(c.name for c in IDLE_REFS),
+        ):
             b = base[name]
             print(
                 f"| {name} | {b.worker_hours:.2f} | {b.worker_hours / ray.worker_hours:.2f} "

@@ -37,6 +37,7 @@ from controller.policy.loader import PolicyStore
 from controller.policy.model import ClusterProfile, ScalingPolicy
 
 if TYPE_CHECKING:
+    from bot.adapters.runtime import HealthServer
     from controller.backends.kube_api import KubeApi
 
 log = logging.getLogger("rayops.bot")
@@ -124,8 +125,17 @@ async def serve_console(
     stdin: TextIO,
     stdout: TextIO,
     reload: Callable[[], object] | None = None,
+    health: HealthServer | None = None,
 ) -> None:
-    await serve(bot, ConsoleAdapter(bot.settings.console_user, stdin, stdout), events, reload)
+    """`health` (the `/healthz` and `/readyz` server) runs on this loop beside the console, so a
+    wedged loop fails the liveness probe, as with the chat adapters (bot/adapters/launch.py)."""
+    if health is not None:
+        await health.start()
+    try:
+        await serve(bot, ConsoleAdapter(bot.settings.console_user, stdin, stdout), events, reload)
+    finally:
+        if health is not None:
+            await health.stop()
 
 
 def run_console(
@@ -134,12 +144,13 @@ def run_console(
     stdin: TextIO,
     stdout: TextIO,
     reload: Callable[[], object] | None = None,
+    health: HealthServer | None = None,
 ) -> int:
     """The console REPL on this thread until end of input or `exit`; returns an exit code.
 
     `rayops up` calls this on its main thread with its own backend and event source (the
     in-memory events its controller thread publishes to, or the journal)."""
-    asyncio.run(serve_console(bot, events, stdin, stdout, reload))
+    asyncio.run(serve_console(bot, events, stdin, stdout, reload, health))
     return 0
 
 

@@ -14,6 +14,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.adapters.runtime import HealthServer
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -84,9 +88,25 @@ def run_bot(args: argparse.Namespace) -> int:
     bot, events = runtime.bot, runtime.events
     try:
         if args.adapter == "console":
-            return run_console(bot, events, sys.stdin, sys.stdout, store.reload)
+            try:
+                health = _console_health()
+            except ValueError as e:  # RAYOPS_HTTP_PORT is not a port
+                print(f"rayops: {e}", file=sys.stderr)
+                return 2
+            return run_console(bot, events, sys.stdin, sys.stdout, store.reload, health)
         from bot.adapters.launch import run_chat  # Slack/Matrix settings come from the environment
 
         return run_chat(args.adapter, bot, events, store.reload)
     finally:
         runtime.close()
+
+
+def _console_health() -> HealthServer | None:
+    """`/healthz` and `/readyz` for the console adapter only where `RAYOPS_HTTP_PORT` is set (the image
+    sets it; a laptop's console, beside `rayops up`'s controller on 8080, does not want a port)."""
+    from bot.adapters.launch import health_server
+    from bot.adapters.runtime import Readiness
+
+    if not os.environ.get("RAYOPS_HTTP_PORT"):
+        return None
+    return health_server(os.environ, lambda: Readiness(True, "console adapter reading its input"))

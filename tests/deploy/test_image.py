@@ -3,9 +3,10 @@ installed package itself runs as OpenShift's restricted-v2 would run it (arbitra
 writable, no `ray` importable).
 
 Building the image needs podman/buildah/docker and a registry, which the test machines do not have; the
-recipe is checked statically and the package is exercised in the conditions the image creates.
-The health-endpoint half of the arbitrary-UID check is added with the endpoints (`rayops controller run`
-serving /healthz); `test_cli_runs_as_an_arbitrary_uid_without_home_or_ray` is where it goes.
+recipe is checked statically and the package is exercised in the conditions the image creates: the command
+line answers `--help`, and both long-running roles (`rayops controller run`, `rayops bot run`) start and
+answer their liveness probe `GET /healthz` with 200, all as an arbitrary UID with group 0, a read-only HOME
+and no importable `ray`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 import tomllib
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -224,6 +230,82 @@ def test_cli_runs_as_an_arbitrary_uid_without_home_or_ray(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("usage: rayops"), proc.stdout
     assert "Traceback" not in proc.stderr
+    assert list(home.iterdir()) == [], "nothing may be written to HOME"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthz(port: int, proc: subprocess.Popen[str], timeout_s: float = 90.0) -> tuple[int, str]:
+    """The first answer of GET /healthz, waiting for the process to bind (it must not exit meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited with {proc.returncode} before answering /healthz"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"nothing answered on 127.0.0.1:{port} within {timeout_s:.0f} s")
+
+
+# The controller on laptop mode's local backend (no API server needed, nothing started until a cluster is
+# asked for); the bot's console adapter on the memory backend (no chat platform needed). In the pod they
+# run `controller run` (kuberay) and `bot run --adapter slack|matrix`, whose settings need credentials; the
+# process start-up, imports, writable paths and the health server are the same code.
+HEALTH_COMMANDS = {
+    "controller": ["controller", "run", "--backend", "local"],
+    "bot": ["bot", "run", "--adapter", "console", "--backend", "memory"],
+}
+
+
+@pytest.mark.parametrize("role", sorted(HEALTH_COMMANDS))
+def test_healthz_answers_as_an_arbitrary_uid_without_home_or_ray(
+    role: str, restricted_dirs: tuple[Path, Path]
+) -> None:
+    home, shadow = restricted_dirs
+    state = Path(tempfile.mkdtemp(prefix="rayops-state-"))
+    as_uid = {"user": ARBITRARY_UID, "group": 0, "extra_groups": []} if os.geteuid() == 0 else {}
+    if as_uid:
+        os.chown(state, ARBITRARY_UID, 0)
+    port = _free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "PYTHONPATH": str(shadow),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **{k: v for k, v in _image_env().items() if k != "PYTHONDONTWRITEBYTECODE"},
+        "RAYOPS_STATE_DIR": str(state),  # the image's /tmp/rayops, one per test
+        "RAYOPS_HTTP_PORT": str(port),
+        "RAYOPS_HTTP_HOST": "127.0.0.1",
+        "RAYOPS_POLICY_DIR": str(REPO / "tests" / "bot" / "fixtures" / "policies"),
+        "RAYOPS_CONSOLE_USER": "alice",
+    }
+    proc = subprocess.Popen(
+        [*_rayops_command(), *HEALTH_COMMANDS[role]],
+        env=env,
+        cwd="/",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **as_uid,  # type: ignore[call-overload]
+    )
+    try:
+        code, body = _healthz(port, proc)
+    finally:
+        if role == "controller":
+            proc.send_signal(signal.SIGTERM)  # as the kubelet stops a pod
+        out, err = proc.communicate(timeout=60)  # closes stdin: end of input stops the console adapter
+        shutil.rmtree(state, ignore_errors=True)
+    assert (code, body.startswith("ok")) == (200, True), body
+    assert proc.returncode == 0, out + err
+    assert "Traceback" not in err, err
     assert list(home.iterdir()) == [], "nothing may be written to HOME"
 
 

@@ -78,9 +78,11 @@ RBAC_RULES: frozenset[tuple[str, str, str, str]] = frozenset(
         ("", "configmaps", "", "delete"),
     }
 )
-"""Everything `KubeApi` may send. The controller's Role needs the RayCluster, pod, event and lease
-rules; the bot's needs RayCluster get/list/create/patch/delete, pods list, routes list, events list and
-the configmap rules (approvals). Which process uses which is the deploy test's business."""
+"""Everything `KubeApi` may send. The controller uses RayCluster get/list/patch/delete, pods list, events
+create, the lease rules and one configmap get (the global switch); the bot RayCluster get/list/create/
+patch/delete, pods list, routes list, events list and the configmap rules (approvals, the switch).
+tests/deploy/test_rbac.py records which process sends what, per namespace, checks that the two together
+use exactly this set, and that deploy/'s Roles grant exactly what each uses."""
 
 
 class Forbidden(BackendError):

@@ -84,11 +84,11 @@ class Knobs:
         parts.append(
             "up unlimited"
             if self.up is None
-            else "up " + "|".join(f"{v}{'%' if k == 'Percent' else 'p'}/{p}s" for k, v, p in self.up)
+            else "up " + "+".join(f"{v}{'%' if k == 'Percent' else 'p'}/{p}s" for k, v, p in self.up)
         )
         if self.down != ALL_AT_ONCE:
             parts.append(
-                "down " + "|".join(f"{v}{'%' if k == 'Percent' else 'p'}/{p}s" for k, v, p in self.down)
+                "down " + "+".join(f"{v}{'%' if k == 'Percent' else 'p'}/{p}s" for k, v, p in self.down)
             )
         if self.tolerance != 0.1:
             parts.append(f"tol {self.tolerance:g}")
@@ -246,9 +246,17 @@ class Row:
     knobs: dict[str, Any] = field(default_factory=dict)
 
 
+def _capped_need(view: GroupView) -> int:
+    """Workers for running + queued demand, at most `--max-replicas` (as the policies and ray-like)."""
+    need = view.need(view.running_cpus + view.queued_cpus, view.running_gpus + view.queued_gpus)
+    cap = view.model.max_replicas
+    return need if cap is None else min(need, cap)
+
+
 class ReactiveIdeal:
-    """Every `interval` s: exactly running + queued demand (starting workers included); idle workers
-    removed at once. No headroom, no hold: the cheapest a purely reactive controller can be."""
+    """Every `interval` s: exactly running + queued demand (starting workers included, capped like the
+    policies); idle workers removed at once. No headroom, no hold: the cheapest a purely reactive
+    controller can be."""
 
     name = "reactive-ideal"
 
@@ -259,7 +267,7 @@ class ReactiveIdeal:
         return 0
 
     def step(self, view: GroupView) -> Command:
-        need = view.need(view.running_cpus + view.queued_cpus, view.running_gpus + view.queued_gpus)
+        need = _capped_need(view)
         idle = [w.name for w in view.workers if w.ready and not w.busy]
         # idle workers go first (they cost); then the engine cancels starting ones (free) if still over
         return Command(need, tuple(idle[: max(view.count - need, 0)]))
@@ -280,7 +288,7 @@ class IdleTimeout:
         return 0
 
     def step(self, view: GroupView) -> Command:
-        need = view.need(view.running_cpus + view.queued_cpus, view.running_gpus + view.queued_gpus)
+        need = _capped_need(view)
         idle = [
             w.name
             for w in view.workers

@@ -149,7 +149,7 @@ class Knobs:
         return ScalingPolicy.model_validate(doc)
 
 
-GRIDS = ("main", "down", "misc", "refine", "tick", "flaps", "chosen", "curve", "all")
+GRIDS = ("main", "down", "misc", "refine", "decay", "tick", "flaps", "chosen", "curve", "all")
 
 
 def grid(name: str) -> list[Knobs]:
@@ -182,12 +182,18 @@ def grid(name: str) -> list[Knobs]:
                 for down in (ALL_AT_ONCE, *DECAYS):
                     for tol in (0.0, 0.1, 0.2):
                         out.append(Knobs(util, window, None, down, tolerance=tol))
+    if name in ("decay", "all"):
+        # no window at all: the rate policy alone holds a decaying part of the pool
+        for util in (None, 80, 85, 90, 95):
+            for down in DECAYS:
+                out.append(Knobs(util, 0, None, down))
     if name in ("tick", "all"):
         # the candidates at the faster ticks a controller can be set to (laptop mode's is 2 s)
         for interval in (5.0, 2.0):
             for util in (None, 80, 85, 90, 95):
                 for down in (ALL_AT_ONCE, DECAYS[0]):
                     out.append(Knobs(util, 30, None, down, interval=interval))
+                out.append(Knobs(util, 0, None, DECAYS[0], interval=interval))
     if name in ("flaps", "all"):
         # what <= 1 flap per hour costs: long windows, wide tolerance
         for util in (None, 85):

@@ -223,6 +223,7 @@ LAPTOP: list[Knobs] = [BEFORE, AFTER, *(replace(AFTER, window=w) for w in (20, 1
 CURVE: list[Knobs] = [
     Knobs(None, 0),
     COST_FIRST,
+    Knobs(85, 0, None, DECAYS[0]),
     Knobs(95, 30),
     Knobs(90, 30, None, DECAYS[0]),
     AFTER,
@@ -237,6 +238,7 @@ CURVE: list[Knobs] = [
     replace(AFTER, interval=5.0),
     replace(AFTER, interval=2.0),
     Knobs(95, 30, interval=2.0),
+    Knobs(85, 0, None, DECAYS[0], interval=2.0),
 ]
 
 

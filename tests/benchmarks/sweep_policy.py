@@ -1,7 +1,7 @@
 """Parameter sweep of the default policy in the simulator: worker-hours vs p95 queue wait vs flaps.
 
-    .venv/bin/python -m tests.benchmarks.sweep_policy [--grid main|down|misc|chosen|all]
-        [--traces NAME,...] [--cache FILE] [--max-replicas 64] [--laptop]
+    .venv/bin/python -m tests.benchmarks.sweep_policy [--grid NAME] [--traces NAME,...]
+        [--cache FILE] [--max-replicas 64] [--all-rows] [--summary] [--laptop]
 
 Every variant is a pending-demand policy built here from explicit knobs (so the sweep does not move
 when policies/cpu-default.yaml changes): an optional CPU utilization signal and its target, the
@@ -11,19 +11,29 @@ laptop mode, controller/settings.py). Each variant runs through the controller's
 traces of bench_simulate (the Azure code trace and the seeded synthetic ones), with the default model
 (1-CPU workers, 30 s start-up) and `--max-replicas` for policies and baselines alike.
 
-Prints, per trace: the baselines, a reference "reactive ideal" (below), every variant as a multiple
-of ray-like's worker-hours with its p95 wait and flaps per hour, and the Pareto front over (worker-
-hours, p95, flaps/h). `--cache FILE` keeps finished runs in a JSON file, so an interrupted or widened
-sweep only runs what is new. `--laptop` adds the laptop check: a burst of 16 one-CPU 15 s tasks on
-at most 4 workers with a 5 s start-up and a 2 s tick, policy vs ray-like (makespan, worker-seconds).
+Grids (`GRIDS`): `main` (signal x window x scale-up limit x tick 15/5 s), `down` (scale-down rate
+policies), `misc` (tolerance, activation threshold), `refine` and `decay` (utilization target x window x
+Max(Percent, 4 pods) decays x tolerance), `tick` (faster ticks), `flaps` (long windows), `chosen`
+(cpu-default before and after this sweep, and its cost-first variant), `curve` (the table of
+docs/benchmarks.md), `all` (their union, 263 variants).
 
-The reactive ideal is not a baseline of contracts.md section 8 and is not in any report: it shows
-what reacting alone can reach. Every second it asks for exactly the running + queued demand (so a
-task that finds no idle worker waits for a start-up) and removes each worker the moment it is idle.
-Its worker-hours are about the oracle's and its p95 is about the start-up delay: a p95 below the
-start-up delay needs idle workers held in reserve, and those are what a controller pays above it.
+Prints, per trace: the baselines and references (below), the Pareto front over (worker-hours, p95,
+flaps/h) with each variant as a multiple of ray-like's worker-hours, and, per tick, the cheapest
+variant at or under ray-like's p95 and at or under 1 flap per hour. `--all-rows` lists every variant,
+`--summary` ends with one table of the grid's variants across the traces. `--cache FILE` keeps
+finished runs in a JSON file, so an interrupted or widened sweep only runs what is new (runs are keyed
+by the variant's label). `--laptop` adds the laptop check: a burst of 16 one-CPU 15 s tasks on at
+most 4 workers with a 5 s start-up and a 2 s tick, policy vs ray-like (makespan, worker-seconds).
 
-Not a test: it asserts nothing. The full sweep takes about 20-40 minutes on 2 busy cores.
+The references are not baselines of contracts.md section 8 and are in no report. The reactive ideal
+shows what reacting alone can reach: every second it asks for exactly the running + queued demand (so
+a task that finds no idle worker waits for a start-up) and removes each worker the moment it is idle.
+Its worker-hours are about the oracle's and its p95 about the start-up delay: a p95 below the start-up
+delay needs idle workers held in reserve, and those are what a controller pays above it. The
+idle-timeout references are Ray's rule (ray-like) with other idle timeouts and ticks: the per-worker
+idle removal that `decide` does not have, to compare with its group-level window.
+
+Not a test: it asserts nothing. `--grid all` takes 20-40 minutes on 2 busy cores.
 """
 
 from __future__ import annotations

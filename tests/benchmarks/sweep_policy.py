@@ -15,7 +15,7 @@ Grids (`GRIDS`): `main` (signal x window x scale-up limit x tick 15/5 s), `down`
 policies), `misc` (tolerance, activation threshold), `refine` and `decay` (utilization target x window x
 Max(Percent, 4 pods) decays x tolerance), `tick` (faster ticks), `flaps` (long windows), `chosen`
 (cpu-default before and after this sweep, and its cost-first variant), `curve` (the table of
-docs/benchmarks.md), `all` (their union, 263 variants).
+docs/benchmarks.md), `all` (their union, 293 variants).
 
 Prints, per trace: the baselines and references (below), the Pareto front over (worker-hours, p95,
 flaps/h) with each variant as a multiple of ray-like's worker-hours, and, per tick, the cheapest

@@ -156,7 +156,10 @@ class Reporter:
         ):
             wrote = self._write_annotations(ref, outcome, states, now)
             report.annotations_written = wrote is not None
-        self.memory.after_tick(ref, states, announced, wrote, new_keys if wrote is not None else None)
+        if applied.status.ok:
+            # Not otherwise: the new states record scale events that were not made (a lost race, an
+            # unreachable API, not the leader); the next tick decides again from the states before.
+            self.memory.after_tick(ref, states, announced, wrote, new_keys if wrote is not None else None)
         return report
 
     def _changed(

@@ -345,3 +345,19 @@ def test_access_limits_clamp_any_cluster_with_one_alert(loop: Loop) -> None:
     loop.metrics.set(cpu(loop, "someone-else"), PENDING, 5)
     assert loop.tick().decision("cpu", "someone-else").target == 5  # no rule names U2: policy max
     assert loop.backend.replicas(other) == 5
+
+
+def test_a_write_that_failed_is_not_remembered_as_a_scale(loop: Loop) -> None:
+    """The rate limit counts changes rayops made; a decision the backend refused was not one."""
+    (loop.policy_dir / "test.yaml").write_text(
+        (loop.policy_dir / "test.yaml")
+        .read_text()
+        .replace("{type: Pods, value: 10, periodSeconds: 1}", "{type: Pods, value: 2, periodSeconds: 600}")
+    )
+    ref = loop.backend.add("demo")
+    loop.metrics.set(cpu(loop, "demo"), PENDING, 5)
+    loop.backend.fail_next("apply", ConflictError("changed since read"))
+    assert loop.tick().decision("cpu").target == 2 and loop.backend.replicas(ref) == 0
+    assert loop.tick().decision("cpu").target == 2 and loop.backend.replicas(ref) == 2
+    held = loop.tick().decision("cpu")  # now the 2 made count: no more in this period
+    assert held.target == 2 and ReasonCode.RATE_LIMITED in held.codes

@@ -31,7 +31,10 @@ LOCAL_TICK_SECONDS = 2.0
 
 
 def default_state_dir() -> Path:
-    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "rayops"
+    """`$XDG_STATE_HOME/rayops`, else `~/.local/state/rayops` (home is looked up only then: a container
+    running as an arbitrary UID has none)."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "rayops"
 
 
 @dataclass(frozen=True)

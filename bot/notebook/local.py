@@ -17,7 +17,8 @@ lock (`<state dir>/controller.lock`) acts. `start_controller`:
 - False: never; something else must scale (or the cluster keeps its size).
 
 `session.close()` stops an in-process controller (clusters keep running: delete them first, or let
-their time-to-live expire under whichever controller runs next).
+their time-to-live expire under whichever controller runs next). Its log goes to
+`<state dir>/notebook-controller.log`, not under the running cell.
 
 Drivers in this kernel: `cluster.connect()` calls `ray.init` with the cluster's address, keeping
 the driver on 127.0.0.1 without putting `controller.localray.DRIVER_ENV` in this process's
@@ -30,6 +31,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.adapters.base import Platform
@@ -45,6 +47,9 @@ from controller.policy.loader import PolicySet, PolicyStore
 
 log = logging.getLogger("rayops.notebook")
 
+LOGGERS = ("rayops", "controller", "apscheduler")  # the controller's and rayops' own loggers
+LOG_FILE = "notebook-controller.log"  # in the state directory
+
 
 def lock_is_free(path: Path) -> bool:
     """Whether no process holds the controller lock right now (probed, and released at once)."""
@@ -58,6 +63,36 @@ def lock_is_free(path: Path) -> bool:
     finally:
         os.close(fd)  # closing drops the probe's lock, if it got it
     return True
+
+
+def route_logs(path: Path) -> Callable[[], None]:
+    """Send the in-kernel controller's log (and the notebook API's) to `path`; returns the undo.
+
+    Without a handler of their own, Python prints warnings through its last-resort handler to
+    stderr, which in a notebook means every worker-start retry lands under the running cell. When
+    the kernel has no logging set up (no root handler), these loggers write to the file only;
+    otherwise they also keep propagating to what the user configured.
+    """
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    quiet = not logging.getLogger().handlers
+    saved = []
+    for name in LOGGERS:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.propagate, lg.level))
+        lg.addHandler(handler)
+        if quiet:
+            lg.propagate = False
+            lg.setLevel(logging.INFO)
+
+    def undo() -> None:
+        for lg, propagate, level in saved:
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+            lg.setLevel(level)
+        handler.close()
+
+    return undo
 
 
 def local_session(
@@ -101,10 +136,12 @@ def local_session(
         return store.current
 
     run_here = start_controller if start_controller is not None else lock_is_free(csettings.lock_path)
-    on_close = []
+    on_close: list[Callable[[], None]] = []
     if run_here:
         from controller.daemon import build_controller
 
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        on_close.append(route_logs(settings.state_dir / LOG_FILE))
         controller = build_controller(csettings, serve=False)
         controller.start()
         backend = controller.backend

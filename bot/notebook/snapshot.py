@@ -22,6 +22,7 @@ from controller.backends.base import ClusterStatus
 from controller.domain import Decision
 
 DELETED = "DELETED"
+STUCK_LINE_CHARS = 160  # a stuck cause may carry a log tail: the line shows its first line, cut
 """The indicator's last state once the cluster is gone (not a backend state: nothing to read)."""
 
 
@@ -88,7 +89,7 @@ class Snapshot:
         """The pieces of the one-line form, most important first (a narrow terminal cuts the tail)."""
         out = [f"{self.cluster} {self.state}"]
         if self.stuck:
-            out.append(f"stuck: {self.stuck}")
+            out.append(f"stuck: {first_line(self.stuck, STUCK_LINE_CHARS)}")
         if self.groups:
             out.append("workers " + ", ".join(f"{g.name} {g.ready}/{g.desired}" for g in self.groups))
         if self.pending is not None:
@@ -118,7 +119,9 @@ class Snapshot:
         colour = {"READY": "#2e7d32", "FAILED": "#c62828", DELETED: "#616161"}.get(self.state, "#ef6c00")
         rows: list[tuple[str, str]] = []
         if self.stuck:
-            rows.append(("Stuck", e(self.stuck)))
+            head, _, rest = self.stuck.partition("\n")
+            more = f'<details><summary>more</summary><pre style="font-size:11px">{e(rest)}</pre></details>'
+            rows.append(("Stuck", e(head) + (more if rest.strip() else "")))
         for g in self.groups:
             rows.append(
                 (
@@ -155,6 +158,11 @@ class Snapshot:
             f' <span style="color:#888">{self.at:%H:%M:%S}</span>'
             f"<table>{body}</table></div>"
         )
+
+
+def first_line(text: str, limit: int) -> str:
+    line = text.strip().split("\n", 1)[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def decision_parts(d: Decision | None) -> tuple[str | None, str | None, str | None]:

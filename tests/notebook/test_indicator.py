@@ -145,6 +145,16 @@ def test_without_live_usage_the_decisions_readings_and_capacity_stand_in() -> No
     assert unreachable.pending is None  # unknown, never 0
 
 
+def test_a_stuck_cause_with_a_log_tail_shows_its_first_line() -> None:
+    cause = "worker start failed (3 in a row): ray start exited\n--- rayops-ray-start.log ---\nTraceback"
+    s = snapshot_of(status(1, 0, ClusterState.STARTING, stuck=cause), T0)
+    assert "stuck: worker start failed (3 in a row): ray start exited |" in s.line()
+    assert "Traceback" not in s.line()
+    assert "<details><summary>more</summary>" in s.html() and "Traceback" in s.html()
+    long = snapshot_of(status(stuck="x" * 500), T0)
+    assert "stuck: " + "x" * 159 + "…" in long.line()
+
+
 def test_a_pin_and_a_pause_show_as_autoscaling_control() -> None:
     pinned = ClusterStatus(
         ref=REF, state=ClusterState.READY, paused=True, pin=ManualPin("cpu", 2, T0, "kubernetes:alice")

@@ -51,8 +51,8 @@ def usage_from_report(data: Mapping[str, Any]) -> Usage | None:
     if report is None:
         return None
     requests = sum(d.count for d in report.demand)
-    pending_cpu = sum(d.amount("CPU") * d.count for d in report.demand)
-    pending_gpu = sum(d.amount("GPU") * d.count for d in report.demand)
+    pending_cpu = sum(d.amount("CPU") for d in report.demand)  # amount() counts every request
+    pending_gpu = sum(d.amount("GPU") for d in report.demand)
     if requests == 0:
         pending = "none"
     else:

@@ -295,12 +295,12 @@ def test_the_thread_stops_when_the_cluster_is_deleted(
 
 def test_usage_from_recorded_dashboard_answers() -> None:
     v1 = json.loads((FIXTURES / "ray-dashboard/2.60.0/cluster_status.json").read_text())
-    assert usage_from_report(v1) == Usage(in_use="CPU 1 of 1", pending="14 CPU + 1 GPU in 6 requests")
+    assert usage_from_report(v1) == Usage(in_use="CPU 1 of 1", pending="6 CPU + 1 GPU in 6 requests")
     v2 = json.loads((FIXTURES / "ray-dashboard/2.60.0-autoscaler-v2/cluster_status.json").read_text())
     assert usage_from_report(v2) is None  # no JSON report: the probe asks for the text form
     gpu = json.loads((FIXTURES / "ray-gpu/cluster_status-gpu-pending-t15.json").read_text())
     assert usage_from_report(gpu) == Usage(
-        in_use="CPU 4 of 4, GPU 1 of 1", pending="4 CPU + 4 GPU in 2 requests"
+        in_use="CPU 4 of 4, GPU 1 of 1", pending="2 CPU + 2 GPU in 2 requests"
     )
 
 
@@ -336,7 +336,7 @@ def test_the_probe_asks_for_the_text_form_under_autoscaler_v2_and_backs_off_when
     probe = DashboardUsage(timeout_s=2, backoff_s=15, clock=lambda: now[0])
     try:
         got = probe.probe(url)
-        assert got is not None and got.pending == "14 CPU + 1 GPU in 6 requests"
+        assert got is not None and got.pending == "6 CPU + 1 GPU in 6 requests"
         assert _Dashboard.hits == ["/api/cluster_status", "/api/cluster_status?format=1"]
     finally:
         httpd.shutdown()

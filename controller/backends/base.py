@@ -210,6 +210,9 @@ class ConnectInfo:
     client_address: str | None  # ray://host:10001 for ray.init
     dashboard_url: str | None
     job_submission_url: str | None
+    # host:port for `ray.init(address=...)` by a driver on the same machine (local clusters; a driver
+    # also needs `controller.localray.DRIVER_ENV`); None where only the client address reaches it.
+    driver_address: str | None = None
 
 
 @dataclass(frozen=True)

@@ -442,6 +442,7 @@ class LocalBackend:
                 client_address=f"ray://{localray.LOCALHOST}:{rec.head.ports.client_server}",
                 dashboard_url=rec.head.dashboard_url,
                 job_submission_url=rec.head.dashboard_url,
+                driver_address=rec.head.gcs_address,
             )
         return ClusterStatus(
             ref=ref,

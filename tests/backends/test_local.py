@@ -302,13 +302,15 @@ def test_restart_adopts_workers_and_replaces_one_that_died(backends: Callable[..
     assert status.state == ClusterState.READY, status
     assert [(g.name, g.ready, g.desired) for g in status.groups] == [("cpu", 2, 2), ("gpu", 1, 1)]
     assert status.connect is not None and status.connect.dashboard_url is not None
+    rec = first.store.read("adopt")
+    assert rec is not None and rec.head is not None
+    assert status.connect.driver_address == rec.head.gcs_address
+    assert status.connect.client_address == f"ray://127.0.0.1:{rec.head.ports.client_server}"
 
     # A GPU-shaped group on a machine without a GPU: Ray schedules GPU work there.
     seen = find(first, ref)
     gpu_worker = seen.group("gpu").workers[0]
     assert seen.group("gpu").worker_resources == {"CPU": 1.0, "GPU": 1.0, "accel": 1.0}
-    rec = first.store.read("adopt")
-    assert rec is not None and rec.head is not None
     ran = subprocess.run(
         [
             sys.executable,
@@ -317,7 +319,7 @@ def test_restart_adopts_workers_and_replaces_one_that_died(backends: Callable[..
             "f = ray.remote(num_gpus=1)(lambda: ray.get_runtime_context().get_node_id()); "
             "print(ray.get(f.remote()))",
         ],
-        env=driver_env(rec.head.gcs_address),
+        env=driver_env(status.connect.driver_address),
         capture_output=True,
         text=True,
         timeout=120,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from controller import keys, records
 from controller.alerts import IncidentBook
@@ -53,6 +53,7 @@ NOTABLE_HOLDS = frozenset(
 )
 _QUIET_CODES = frozenset({ReasonCode.NO_CHANGE, ReasonCode.WITHIN_TOLERANCE})
 MAX_EXPLANATION = 600
+NEW_WORKER_GRACE = timedelta(minutes=2)
 
 
 def explain(d: Decision) -> str:
@@ -71,6 +72,19 @@ def explain(d: Decision) -> str:
 def blocking_missing_data(d: Decision) -> bool:
     """The hold that kept a group from scaling down because data was missing (not a per-signal note)."""
     return any(r.code is ReasonCode.METRICS_UNAVAILABLE and "before" in r.data for r in d.reasons)
+
+
+def _starting(g: GroupOutcome, now: datetime) -> bool:
+    """No ready worker yet, or one so new that its metrics may not have been scraped yet."""
+    obs = g.view.obs
+    if obs.ready == 0:
+        return True
+    for w in obs.workers:
+        if w.ready and w.started_at is not None:
+            started = w.started_at if w.started_at.tzinfo else w.started_at.replace(tzinfo=UTC)
+            if now - started < NEW_WORKER_GRACE:
+                return True
+    return False
 
 
 def unavailable_signals(d: Decision) -> list[str]:
@@ -343,9 +357,11 @@ class Reporter:
     def sources_health(self, outcomes: list[ClusterOutcome], now: datetime) -> None:
         """Open or close one incident per metrics source, from the samples decisions found missing.
 
-        Two cases are not an outage: a utilization sample of a group with no ready worker yet (there is
-        nothing to measure while its first workers start, and no series exists), and a source failing
-        for fewer than `transient_before_alert` ticks in a row (a scrape gap, a restart).
+        Three cases are not an outage: a utilization sample of a group with no ready worker yet (there
+        is nothing to measure while its first workers start), or with a worker that started less than
+        `NEW_WORKER_GRACE` ago (a new node's series appear only after its first scrapes, 15-30 s on
+        Kubernetes, longer on a loaded laptop); and a source failing for fewer than
+        `transient_before_alert` ticks in a row (a scrape gap, a restart).
         """
         failing: dict[str, list[ClusterRef]] = {}
         causes: dict[str, str] = {}
@@ -358,7 +374,7 @@ class Reporter:
                     if sample is None:
                         continue
                     if sig.name in missing:
-                        if sig.type == "utilization" and g.view.obs.ready == 0:
+                        if sig.type == "utilization" and _starting(g, now):
                             continue
                         refs = failing.setdefault(sample.source, [])
                         if c.view.ref not in refs:

@@ -157,8 +157,12 @@ def drive(address: str) -> dict[str, float]:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"driver failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    for line in reversed(proc.stdout.splitlines()):  # Ray may print its own lines around ours
+        with contextlib.suppress(ValueError):
+            result = json.loads(line)
+            if isinstance(result, dict) and "t0" in result:
+                return {"t0": float(result["t0"]), "done": float(result["done"])}
+    raise RuntimeError(f"the driver printed no result: {proc.stdout[-2000:]}")
 
 
 def measure(system: str, address: str, dashboard: str, settle_timeout_s: float = 400.0) -> Run:

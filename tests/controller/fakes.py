@@ -66,6 +66,7 @@ class WorkerBackend(MemoryBackend):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers: dict[GroupRef, list[str]] = {}
         self.busy: set[str] = set()
+        self.started_at: datetime | None = None  # when every worker started (None: unknown)
         self._names = itertools.count()
 
     def add(
@@ -106,7 +107,7 @@ class WorkerBackend(MemoryBackend):
                         n,
                         Activity.BUSY if n in self.busy else Activity.IDLE,
                         ready=True,
-                        started_at=None,
+                        started_at=self.started_at,
                     )
                     for n in names
                 )

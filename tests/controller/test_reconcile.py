@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import timedelta
 
 from controller import keys, records
 from controller.backends.base import ConflictError, PersistentConflict
@@ -361,3 +362,27 @@ def test_a_write_that_failed_is_not_remembered_as_a_scale(loop: Loop) -> None:
     assert loop.tick().decision("cpu").target == 2 and loop.backend.replicas(ref) == 2
     held = loop.tick().decision("cpu")  # now the 2 made count: no more in this period
     assert held.target == 2 and ReasonCode.RATE_LIMITED in held.codes
+
+
+def test_new_workers_without_series_yet_are_not_an_outage(loop: Loop) -> None:
+    """A node's utilization appears only after its first scrapes: new workers' gap raises no alert."""
+    (loop.policy_dir / "test.yaml").write_text(
+        (loop.policy_dir / "test.yaml")
+        .read_text()
+        .replace(
+            "    - {name: pending-cpu, type: pendingDemand, resource: CPU}\n",
+            "    - {name: pending-cpu, type: pendingDemand, resource: CPU}\n"
+            "    - {name: util, type: utilization, resource: CPU, target: {averageUtilization: 70}}\n",
+        )
+    )
+    loop.backend.add("demo", replicas=2)
+    loop.metrics.set(cpu(loop, "demo"), PENDING, 0)  # utilization: no series yet
+    loop.backend.started_at = loop.clock() - timedelta(seconds=30)
+    for _ in range(10):
+        assert loop.tick().decision("cpu").target == 2  # held all the same
+    assert not loop.of_type(EventType.METRICS_UNAVAILABLE)
+    loop.backend.started_at = loop.clock() - timedelta(minutes=5)  # old enough to have been scraped
+    for _ in range(4):
+        loop.tick()
+    [alert] = loop.of_type(EventType.METRICS_UNAVAILABLE)
+    assert "no series" in alert.message

@@ -16,9 +16,10 @@ else the kubeconfig context's.
 Policies come from `policies=` (a directory), else `$RAYOPS_POLICY_DIR`, else the ConfigMap
 `rayops-policies` that GitOps keeps in rayops' namespace (docs/deploy.md section 4), which the user
 must be able to read. Scaling history for `why` comes from rayops' Kubernetes Events in the
-namespace. Requests over a limit wait in the approval store given; without one they are kept in this
-kernel only, and the answer says approvers find them with `pending` in the bot, which needs the
-bot's store: pass `approvals=` where the bot keeps them on Kubernetes.
+namespace (`cluster_events`, as the bot reads them). Requests over a limit wait in the bot's own
+store (`bot.kube_store.ConfigMapApprovalStore`: a ConfigMap per request in the cluster's namespace,
+written with the user's credentials), so approvers in chat see them with `pending` and approve them
+there, and `wait_for_approval` sees their decision.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.adapters.base import Platform
-from bot.approvals import ApprovalStore, MemoryApprovalStore
+from bot.approvals import ApprovalStore
 from bot.audit import AuditRecord
 from bot.authz import Identity
 from bot.chart import EventHistory
@@ -42,10 +43,7 @@ from bot.notebook.session import RayopsSession
 from bot.notebook.usage import DashboardUsage
 from bot.settings import BotSettings
 from bot.switch import GlobalPause
-from controller import keys
 from controller.backends.base import BackendError
-from controller.domain import ClusterRef
-from controller.events import Event
 from controller.policy.loader import PolicySet, PolicyStore
 from controller.policy.model import ClusterProfile, ScalingPolicy
 
@@ -156,7 +154,12 @@ class LoggedAudit:
 
 class ReadOnlySwitch:
     """The global pause as the controller reads it on Kubernetes (ConfigMap `rayops-global-pause`),
-    so `status` and `why` say when all scaling is paused; setting it is for DevOps, in chat."""
+    so `status` and `why` say when all scaling is paused; setting it is for DevOps, in chat.
+
+    Not the bot's `ConfigMapPauseSwitch`: that one raises when the ConfigMap cannot be read, which
+    is right for the bot's own service account, but a data scientist usually may not read rayops'
+    namespace, and `status` must not fail for that: unreadable means "not paused" here, as the
+    controller's own reader treats it."""
 
     def __init__(self, api: KubeApi, namespace: str) -> None:
         from controller.pause import ConfigMapPause
@@ -169,23 +172,6 @@ class ReadOnlySwitch:
 
     def set(self, paused: bool, by: str, at: datetime) -> None:
         raise BackendError("the global switch is set by DevOps in chat (pause-all / resume-all)")
-
-
-def event_fetch(api: KubeApi) -> Callable[[ClusterRef], list[Event]]:
-    """A cluster's rayops Events (the controller's reporting component), oldest first."""
-    from controller.backends.kuberay_events import event_from_kube
-
-    def fetch(ref: ClusterRef) -> list[Event]:
-        selector = f"reportingComponent={keys.EVENT_REPORTING_COMPONENT}"
-        try:
-            items = api.list_events(ref.namespace, field_selector=selector)
-        except BackendError as e:
-            log.info("cannot read rayops events in %s: %s", ref.namespace, e)
-            return []
-        events = [ev for obj in items if (ev := event_from_kube(obj)) is not None and ev.cluster == ref]
-        return sorted(events, key=lambda e: e.at)
-
-    return fetch
 
 
 def kube_session(
@@ -207,7 +193,9 @@ def kube_session(
 ) -> RayopsSession:
     """Build the Kubernetes session; see the module docstring. `api` replaces the credentials
     lookup (tests, or a caller with its own `KubeApi`)."""
+    from bot.kube_store import ConfigMapApprovalStore
     from controller.backends.kuberay import KubeRayBackend
+    from controller.backends.kuberay_events import cluster_events
 
     if api is None:
         api = kube_api_for(
@@ -236,21 +224,24 @@ def kube_session(
         ps = store.current
         return ps.scaling_policies if ps is not None else {}
 
-    backend = KubeRayBackend(api, profiles, policies=scaling, namespaces=[ns], clock=clock)
+    kube = api
+    backend = KubeRayBackend(kube, profiles, policies=scaling, namespaces=[ns], clock=clock)
     settings = BotSettings(
         policy_dir=Path(store.directory),
         state_dir=Path(tempfile.gettempdir()) / "rayops-notebook",
         backend="kuberay",
         default_namespace=ns,
+        namespaces=(ns,),
+        rayops_namespace=policy_namespace,
     )
     bot = Bot(
         backend,
         current,
-        approvals if approvals is not None else MemoryApprovalStore(),
+        approvals if approvals is not None else ConfigMapApprovalStore(api, [ns]),
         LoggedAudit(),
         ReadOnlySwitch(api, policy_namespace),
         settings,
-        history=EventHistory(event_fetch(api)),
+        history=EventHistory(lambda ref: cluster_events(kube, ref)),
         clock=clock,
     )
     return RayopsSession(

@@ -19,6 +19,8 @@ import pytest
 
 from bot.adapters.base import Platform, ReplyStatus
 from bot.authz import AccessView, Identity
+from bot.compose import build_runtime
+from bot.core import Bot
 from bot.notebook import (
     ApprovalPending,
     ClusterGone,
@@ -29,13 +31,16 @@ from bot.notebook import (
     SetupError,
 )
 from bot.notebook.kube import identity_of, kube_session
+from bot.render import to_text
+from bot.settings import BotSettings
 from controller import keys
 from controller.backends.base import ClusterState
 from controller.backends.kube_api import KubeApi
 from controller.backends.kuberay_events import KubeEventSink
 from controller.domain import Action, ClusterRef, Decision, GroupRef, Reason, ReasonCode
 from controller.events import Event, EventType
-from tests.harness.kube import ADMIN_TOKEN, USER_TOKEN
+from controller.policy.loader import PolicyStore
+from tests.harness.kube import ADMIN_TOKEN, BOT_TOKEN, KUBE_TOKENS, USER_TOKEN
 from tests.notebook.support import POLICIES, chat_twin, without_request_id
 from tests.standins.kube_api import KubeApiServer
 from tests.standins.kuberay_operator import FakeKubeRayOperator
@@ -300,19 +305,46 @@ def test_the_identity_comes_from_a_self_subject_review() -> None:
 BOSS = Identity(Platform.KUBERNETES, "boss@example.com")
 
 
-def test_an_approved_request_comes_back_as_the_cluster(
-    kube_api: KubeApiServer, session: RayopsSession
+def chat_bot(kube_api: KubeApiServer, state_dir: Path) -> Bot:
+    """The bot as `rayops bot run --backend kuberay` wires it, with its own service account token."""
+    settings = BotSettings(
+        policy_dir=POLICIES,
+        state_dir=state_dir,
+        backend="kuberay",
+        namespaces=(NS,),
+        rayops_namespace="rayops",
+    )
+    store = PolicyStore(str(POLICIES))
+    store.reload()
+    return build_runtime(settings, store, api=KubeApi(kube_api.client(BOT_TOKEN))).bot
+
+
+def test_chat_approvers_see_and_approve_a_notebook_request(
+    kube_api: KubeApiServer, session: RayopsSession, tmp_path: Path
 ) -> None:
     with pytest.raises(ApprovalPending) as caught:
         session.request("big", "cpu-small", workers=3)
     rid = caught.value.request_id
     assert rid is not None
-    approved = session.bot.execute(BOSS, f"approve {rid}")  # an approver, in chat, on the same store
+    stored = [
+        (r.identity, r.namespace, r.code)
+        for r in kube_api.resource_requests()
+        if r.resource == "configmaps" and r.verb == "create"
+    ]
+    assert stored == [(ALICE, NS, 201)]  # the request waits in her namespace, written as her
+
+    chat = chat_bot(kube_api, tmp_path)
+    listed = chat.execute(BOSS, "pending")
+    assert rid in to_text(listed.reply) and "create big profile=cpu-small workers=3" in to_text(listed.reply)
+    approved = chat.execute(BOSS, f"approve {rid}")
     assert approved.reply.status is ReplyStatus.OK, approved.reply.text
+
     cluster = session.wait_for_approval(rid, timeout=5, poll=0.05)
     assert isinstance(cluster, NotebookCluster) and cluster.ref == ClusterRef(NS, "big")
-    assert [(g.name, g.desired) for g in cluster.status().groups] == [("cpu", 3)]
-    assert raycluster_calls(kube_api, "create") == [(ALICE, NS, "", 201)]
+    status = cluster.status()
+    assert [(g.name, g.desired) for g in status.groups] == [("cpu", 3)]
+    assert status.requester == "kubernetes:alice@example.com"
+    assert raycluster_calls(kube_api, "create") == [(KUBE_TOKENS[BOT_TOKEN], NS, "", 201)]
 
 
 def test_a_denied_request_says_who_and_why(session: RayopsSession) -> None:

@@ -129,11 +129,9 @@ class WorkerBackend(MemoryBackend):
         return result
 
     def replicas(self, ref: ClusterRef, group: str = "cpu") -> int:
-        """The count the group asks for now (what a decision wrote)."""
-        for c in super().list_clusters():
-            if c.ref == ref:
-                return c.group(group).replicas
-        raise KeyError(ref)
+        """The count the group asks for now (what a decision wrote), opted in or not."""
+        with self._lock:
+            return self._find(ref).groups[group].replicas
 
 
 class Clock:

@@ -386,3 +386,36 @@ def test_new_workers_without_series_yet_are_not_an_outage(loop: Loop) -> None:
         loop.tick()
     [alert] = loop.of_type(EventType.METRICS_UNAVAILABLE)
     assert "no series" in alert.message
+
+
+def test_a_released_cluster_is_left_alone(loop: Loop) -> None:
+    ref = loop.backend.add("demo")
+    loop.metrics.set(cpu(loop, "demo"), PENDING, 2)
+    loop.tick()
+    loop.backend.release(ref)  # `rayops release demo`: no rayops label or annotation any more
+    before = list(loop.writes())
+    for _ in range(3):
+        report = loop.tick()
+        assert report.clusters == 0 and report.decisions == ()
+    assert loop.writes() == before and loop.backend.replicas(ref) == 2
+
+
+def test_the_controller_never_imports_the_bot() -> None:
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "controller"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(root)}: {n}" for n in names if n == "bot" or n.startswith("bot.")
+            ]
+    assert offenders == []

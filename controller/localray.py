@@ -88,10 +88,27 @@ START_LOG_NAME = "rayops-ray-start.log"
 # interfaces. Only a node whose IP stays exactly 127.0.0.1 binds everything to loopback. `ray start`
 # is therefore run through this launcher, which makes that lookup answer 127.0.0.1 in the `ray start`
 # process; every process it spawns gets the node IP as an argument.
+#
+# It also gives a starting node longer to register with the GCS: `ray start` gives up after a fixed
+# 30 s (`Node.__init__`: "The current node timed out during startup"), which several nodes starting
+# at once on a loaded 2-core machine miss; the launcher makes each of Ray's node look-ups there retry
+# for up to REGISTER_WAIT_S instead, while `_start_and_wait` still bounds the whole start.
+REGISTER_WAIT_S = 120
 _LAUNCHER = (
-    "import sys\n"
+    "import sys, time\n"
     "import ray._private.services as services\n"
     f"services.node_ip_address_from_perspective = lambda address=None: {LOCALHOST!r}\n"
+    "_get_node = services.get_node\n"
+    "def _patient_get_node(gcs_address, node_id):\n"
+    f"    deadline = time.monotonic() + {REGISTER_WAIT_S}\n"
+    "    while True:\n"
+    "        try:\n"
+    "            return _get_node(gcs_address, node_id)\n"
+    "        except RuntimeError:\n"
+    "            if time.monotonic() > deadline:\n"
+    "                raise\n"
+    "            time.sleep(0.5)\n"
+    "services.get_node = _patient_get_node\n"
     "from ray.scripts.scripts import main\n"
     "sys.argv = ['ray', *sys.argv[1:]]\n"
     "sys.exit(main())\n"

@@ -33,6 +33,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.adapters.base import Platform
 from bot.authz import Identity
@@ -44,6 +45,9 @@ from bot.settings import BotSettings
 from controller import keys
 from controller.domain import ClusterRef
 from controller.policy.loader import PolicySet, PolicyStore
+
+if TYPE_CHECKING:
+    from controller.daemon import Controller
 
 log = logging.getLogger("rayops.notebook")
 
@@ -137,6 +141,7 @@ def local_session(
 
     run_here = start_controller if start_controller is not None else lock_is_free(csettings.lock_path)
     on_close: list[Callable[[], None]] = []
+    controller: Controller | None = None
     if run_here:
         from controller.daemon import build_controller
 
@@ -170,4 +175,5 @@ def local_session(
         mode="local",
         on_close=on_close,
         driver_address=gcs_address,
+        controller=controller,
     )

@@ -49,7 +49,8 @@ class RayopsSession:
     without a namespace are looked up; `usage` (optional) reads live CPU/GPU use for the indicator;
     `on_close` callables run at `close()` (a controller thread to stop, an API client to close);
     `driver_address` (laptop mode) gives the address a driver on this host uses instead of the
-    connect info's Ray Client address."""
+    connect info's Ray Client address; `controller` is the controller this session runs in the
+    kernel (`controller.daemon.Controller`, laptop mode), None when another process scales."""
 
     def __init__(
         self,
@@ -62,9 +63,11 @@ class RayopsSession:
         mode: str = "custom",
         on_close: Iterable[Callable[[], None]] = (),
         driver_address: Callable[[ClusterRef], str | None] | None = None,
+        controller: Any = None,
     ) -> None:
         self.bot = bot
         self.driver_address = driver_address
+        self.controller = controller
         self.identity = identity
         self.namespace = namespace
         self.usage = usage

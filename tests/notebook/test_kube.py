@@ -30,7 +30,7 @@ from bot.notebook import (
     Refused,
     SetupError,
 )
-from bot.notebook.kube import identity_of, kube_session
+from bot.notebook.kube import identity_of, kube_session, notebook_namespace
 from bot.render import to_text
 from bot.settings import BotSettings
 from controller import keys
@@ -369,3 +369,10 @@ def test_a_taken_name_is_an_error_with_chats_words(session: RayopsSession) -> No
     with pytest.raises(RayopsError, match="a cluster named demo already exists in team-a") as caught:
         session.request("demo", "cpu-small")
     assert type(caught.value) is RayopsError
+
+
+def test_in_a_workbench_pod_the_namespace_is_the_pods_own(tmp_path: Path) -> None:
+    pod_file = tmp_path / "namespace"
+    pod_file.write_text("team-a\n")
+    assert notebook_namespace("/nonexistent/kubeconfig", pod_file=pod_file) == "team-a"
+    assert notebook_namespace("/nonexistent/kubeconfig", pod_file=tmp_path / "missing") is None

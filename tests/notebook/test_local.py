@@ -54,3 +54,36 @@ def test_controller_logs_go_to_the_file_not_under_the_cell(
     assert capsys.readouterr().err == ""
     assert all(logging.getLogger(n).propagate for n in LOGGERS)  # undone
     assert not any(isinstance(h, logging.FileHandler) for n in LOGGERS for h in logging.getLogger(n).handlers)
+
+
+LAPTOP_POLICIES = Path(__file__).parent / "fixtures" / "laptop-policies"
+
+
+def test_with_the_lock_held_elsewhere_the_session_leaves_scaling_to_that_process(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    fd = os.open(state / "controller.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as `rayops up` holds it
+        session = RayopsSession.local(state, LAPTOP_POLICIES, user="alice")
+        try:
+            assert session.controller is None
+            assert session.identity.key == "console:alice" and session.namespace == "local"
+            assert session.clusters() == []
+        finally:
+            session.close()
+    finally:
+        os.close(fd)
+
+
+def test_with_the_lock_free_the_controller_runs_in_the_kernel_until_close(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    session = RayopsSession.local(state, LAPTOP_POLICIES, user="alice")
+    try:
+        assert session.controller is not None
+        assert session.controller.elector.is_leader()
+        assert not lock_is_free(state / "controller.lock")
+    finally:
+        session.close()
+    assert lock_is_free(state / "controller.lock")  # handed back: `rayops up` may take over
+    assert (state / "notebook-controller.log").exists()

@@ -17,6 +17,7 @@ controller, so both commands (and tests) build the same thing (kuberay | local):
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,12 @@ from controller.settings import ControllerSettings, secret_values
 from controller.telemetry import ControllerMetrics
 
 log = logging.getLogger("rayops.controller")
+
+LOCAL_RAY_ENV = {"RAY_raylet_start_wait_time_s": "120"}
+"""Set (unless already set) for the local `ray start` processes the laptop backend spawns, which inherit
+this process's environment. Ray waits 30 s by default for a new node to register with its head's GCS;
+on a busy 2-core laptop four workers starting together often take longer, and each failed start costs a
+retry with backoff. Ray's own message for that failure recommends raising exactly this."""
 
 
 class Backend(ScaleTarget, ClusterBackend, Protocol):
@@ -219,6 +226,9 @@ def _local(
     from controller.backends.local import LocalBackend
     from controller.metrics.direct import DirectSource
     from controller.metrics.ray_dashboard import RayDashboardSource
+
+    for name, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(name, value)
 
     dashboard = RayDashboardSource(http=HttpSettings(timeout_s=settings.dashboard_timeout_s))
     closers.append(dashboard.close)

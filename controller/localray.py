@@ -595,11 +595,21 @@ def _log_tail(path: Path, n: int = 40) -> str:
     return "\n".join(lines[-n:])
 
 
-def _spawn(args: list[str], temp_dir: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    full_env = dict(os.environ)
+def node_environment(temp_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a `ray start` process: ours, minus what only drivers may carry.
+
+    A process that is also a driver (a notebook kernel running the controller) has `DRIVER_ENV` set;
+    inherited by `ray start`, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER` makes the node refuse to join.
+    """
+    full_env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     full_env.update(env)
     full_env["RAY_USAGE_STATS_ENABLED"] = "0"
     full_env[NODE_ENV_MARKER] = str(temp_dir)
+    return full_env
+
+
+def _spawn(args: list[str], temp_dir: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    full_env = node_environment(temp_dir, env)
     with open(temp_dir / START_LOG_NAME, "ab") as log:
         proc = subprocess.Popen(
             args,

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -223,3 +224,14 @@ def test_fresh_head_counts_concurrently_started_workers(
 
     cluster.close()
     assert localray.node_processes(cluster.head) == []
+
+
+def test_nodes_do_not_inherit_the_driver_only_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A kernel that is both a driver and the controller must still start nodes that can join."""
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    env = localray.node_environment(tmp_path, {"EXTRA": "1"})
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in env
+    assert env["EXTRA"] == "1"
+    assert env[localray.NODE_ENV_MARKER] == str(tmp_path)

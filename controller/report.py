@@ -357,11 +357,11 @@ class Reporter:
     def sources_health(self, outcomes: list[ClusterOutcome], now: datetime) -> None:
         """Open or close one incident per metrics source, from the samples decisions found missing.
 
-        Three cases are not an outage: a utilization sample of a group with no ready worker yet (there
-        is nothing to measure while its first workers start), or with a worker that started less than
-        `NEW_WORKER_GRACE` ago (a new node's series appear only after its first scrapes, 15-30 s on
-        Kubernetes, longer on a loaded laptop); and a source failing for fewer than
-        `transient_before_alert` ticks in a row (a scrape gap, a restart).
+        Two cases are not an outage: a utilization sample with "no series" for a group with no ready
+        worker yet, or with a worker that started less than `NEW_WORKER_GRACE` ago (a new node's series
+        appear only after its first scrapes: 15-30 s on Kubernetes, longer on a loaded laptop); and a
+        source failing for fewer than `transient_before_alert` ticks in a row (a scrape gap, a restart).
+        A source that cannot be reached is an outage at once, new workers or not.
         """
         failing: dict[str, list[ClusterRef]] = {}
         causes: dict[str, str] = {}
@@ -374,7 +374,8 @@ class Reporter:
                     if sample is None:
                         continue
                     if sig.name in missing:
-                        if sig.type == "utilization" and _starting(g, now):
+                        cause = sample.unavailable or ""
+                        if sig.type == "utilization" and "no series" in cause and _starting(g, now):
                             continue
                         refs = failing.setdefault(sample.source, [])
                         if c.view.ref not in refs:

@@ -262,9 +262,9 @@ def test_burst_scales_up_within_two_ticks_finishes_and_scales_back_without_retri
     assert up - seen <= 1
     assert lo.ticks[up].decisions[0].target == 2  # capped at the policy's 2
     # Removal only after the stabilization window, once the work was done.
-    [down] = lo.of_type(EventType.SCALED_DOWN)
-    assert finished is not None and down.at.timestamp() >= finished + 5 - 1.5
-    assert "2 -> 0" in down.message
+    downs = lo.of_type(EventType.SCALED_DOWN)  # 2 -> 0, or 2 -> 1 -> 0 if one worker was still busy
+    assert downs and finished is not None and downs[0].at.timestamp() >= finished + 5 - 1.5
+    assert downs[-1].message.split(":")[1].strip().endswith("-> 0 workers")
     # No task failed or was retried because of a removal.
     done = tasks(lo.dashboard)
     assert len(done) == 4

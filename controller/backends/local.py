@@ -26,13 +26,11 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from controller import keys, localray
-from controller.annotations import decode_decision, decode_pin, decode_time, encode_time
 from controller.backends.base import (
     AlreadyExists,
     ApplyResult,
@@ -40,15 +38,11 @@ from controller.backends.base import (
     BackendUnavailable,
     ClusterNotFound,
     ClusterRequest,
-    ClusterState,
     ClusterStatus,
     ConflictError,
-    ConnectInfo,
     GroupNotFound,
-    GroupStatus,
     InvalidProfile,
     ManagedCluster,
-    ManagedGroup,
     NotManaged,
     UnsafeRemoval,
     attach_activity,
@@ -56,6 +50,7 @@ from controller.backends.base import (
 from controller.backends.local_caps import LocalCaps, Usage
 from controller.backends.local_procs import (
     NodeSettings,
+    Operator,
     Reconciler,
     ReconcileReport,
     head_labels,
@@ -65,38 +60,22 @@ from controller.backends.local_procs import (
 from controller.backends.local_state import (
     ClusterPhase,
     ClusterRecord,
-    GroupRecord,
     StateStore,
     WorkerPhase,
     default_state_dir,
 )
-from controller.domain import Activity, ClusterRef, Decision, GroupRef, NodeActivity, Worker
+from controller.backends.local_views import cluster_status, managed_view, plan_record
+from controller.domain import Activity, ClusterRef, Decision, Worker
 from controller.metrics.base import ActivitySource
 from controller.names import cluster_name_problem
-from controller.policy.durations import parse_duration
 from controller.policy.loader import PolicySet
-from controller.policy.model import ClusterProfile, WorkerGroupProfile
+from controller.policy.model import ClusterProfile
 
 __all__ = ["LocalBackend", "LocalCaps", "NodeSettings", "ReconcileReport"]
 
 log = logging.getLogger(__name__)
 
-LOST_SHOWN_FOR = timedelta(minutes=10)  # how long status mentions a worker that died on its own
 Profiles = PolicySet | Mapping[str, ClusterProfile] | Callable[[], Mapping[str, ClusterProfile]]
-
-
-def _whole_cpus(profile: str, what: str, cpu: str) -> int:
-    """A profile's CPU quantity as `ray start --num-cpus` takes it: whole CPUs only."""
-    try:
-        value = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
-    except ValueError:
-        value = -1.0
-    if value < 0 or value != int(value):
-        raise InvalidProfile(
-            f"{what} of {profile} asks for cpu {cpu}; local Ray nodes take whole CPUs (e.g. 1 or 2): "
-            "nothing was created"
-        )
-    return int(value)
 
 
 class LocalBackend:
@@ -129,7 +108,7 @@ class LocalBackend:
         self.settings = settings or NodeSettings()
         self._clock = clock
         self.reconciler = Reconciler(self.store, self.settings, self.caps, clock)
-        self._operator: _Operator | None = _Operator(self, resync_s) if background else None
+        self._operator = Operator(self.reconciler, resync_s) if background else None
         if self._operator is not None:
             self._operator.start()
 
@@ -255,74 +234,10 @@ class LocalBackend:
         remove_dir(rec.head_temp_dir)
 
     def _plan(self, request: ClusterRequest) -> ClusterRecord:
-        """The record a request makes, validated against its profile (InvalidProfile otherwise)."""
-        profiles = self._profile_map()
-        profile = profiles.get(request.profile)
-        if profile is None:
-            known = ", ".join(sorted(profiles)) or "none"
-            raise InvalidProfile(f"no profile named {request.profile} (profiles: {known})")
-        spec = profile.spec
-        now = self._clock()
-        ttl = (
-            timedelta(seconds=request.ttl_seconds)
-            if request.ttl_seconds is not None
-            else parse_duration(spec.default_ttl)
-        )
-        if ttl <= timedelta(0) or ttl > parse_duration(spec.max_ttl):
-            raise InvalidProfile(
-                f"time-to-live must be above 0 and at most {spec.max_ttl} for {profile.name}"
-            )
-        cpu_group, gpu_group = spec.cpu_group, spec.gpu_group
-        if request.gpus and gpu_group is None:
-            raise InvalidProfile(f"profile {profile.name} has no GPU worker group")
-        groups = [
-            self._plan_group(profile.name, g, request, g is cpu_group, g is gpu_group)
-            for g in spec.worker_groups
-        ]
-        annotations = {
-            **request.annotations,
-            keys.ANN_REQUESTER: request.requester,
-            keys.ANN_PROFILE: profile.name,
-            keys.ANN_EXPIRES_AT: encode_time(now + ttl),
-        }
-        if spec.scaling_policy:
-            annotations[keys.ANN_POLICY] = spec.scaling_policy
-        return ClusterRecord(
-            name=request.name,
-            phase=ClusterPhase.CREATING,
-            owner_pid=os.getpid(),
-            head_temp_dir=Path(),
-            groups=groups,
-            labels={**request.labels, keys.LABEL_MANAGED_BY: keys.MANAGED_BY_VALUE},
-            annotations=annotations,
-            created_at=now,
-            head_cpus=self.settings.head_cpus,
-        )
+        return plan_record(request, self._profile_map(), self._clock(), self.settings.head_cpus)
 
-    def _plan_group(
-        self, profile: str, g: WorkerGroupProfile, request: ClusterRequest, is_cpu: bool, is_gpu: bool
-    ) -> GroupRecord:
-        wanted = g.default_workers
-        if is_cpu and request.workers is not None:
-            wanted = request.workers
-        if is_gpu and request.gpus is not None:
-            wanted = request.gpus
-        if not g.min_workers <= wanted <= g.max_workers:
-            raise InvalidProfile(
-                f"group {g.name} of {profile} takes {g.min_workers} to {g.max_workers} workers "
-                f"(asked for {wanted})"
-            )
-        return GroupRecord(
-            name=g.name,
-            replicas=wanted,
-            min_replicas=g.min_workers,
-            max_replicas=g.max_workers,
-            num_cpus=_whole_cpus(profile, f"group {g.name}", g.cpu),
-            # A GPU-shaped group: Ray is told the node has GPUs, so GPU tasks and GPU policies run
-            # on a laptop without one (the tasks must not actually touch a device).
-            num_gpus=g.gpu,
-            resources=dict(g.ray_resources),
-        )
+    def _status(self, rec: ClusterRecord) -> ClusterStatus:
+        return cluster_status(rec, self._clock())
 
     def get(self, ref: ClusterRef) -> ClusterStatus:
         return self._status(self._managed(ref))
@@ -406,64 +321,6 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ status
 
-    def _status(self, rec: ClusterRecord) -> ClusterStatus:
-        ann = rec.annotations
-        ref = ClusterRef(keys.LOCAL_NAMESPACE, rec.name)
-        head_up = rec.head is not None and localray.node_running(rec.head)
-        groups = []
-        all_ready = True
-        for g in rec.groups:
-            ready = sum(
-                1
-                for w in rec.workers_of(g.name)
-                if w.phase == WorkerPhase.RUNNING and w.node is not None and localray.node_running(w.node)
-            )
-            all_ready = all_ready and ready == g.replicas
-            groups.append(GroupStatus(g.name, ready, g.replicas, g.min_replicas, g.max_replicas, g.shape))
-        cause: str | None = None
-        if rec.phase == ClusterPhase.DELETING:
-            state, cause = ClusterState.UNKNOWN, "being deleted"
-        elif rec.phase == ClusterPhase.CREATING:
-            state = ClusterState.STARTING
-        elif not head_up:
-            log_path = rec.head.log_path if rec.head else rec.head_temp_dir
-            state, cause = ClusterState.FAILED, f"the head process exited; see {log_path}"
-        else:
-            state = ClusterState.READY if all_ready else ClusterState.STARTING
-            problems = [f"group {g.name}: {g.last_error}" for g in rec.groups if g.last_error]
-            recent = [x for x in rec.lost if self._clock() - x.at < LOST_SHOWN_FOR]
-            problems += [f"worker {x.name} ({x.group}): {x.cause} at {x.at:%H:%M:%S}" for x in recent[-3:]]
-            if rec.last_error:
-                problems.append(rec.last_error)
-            cause = "; ".join(problems) or None
-        connect = None
-        if rec.head is not None:
-            connect = ConnectInfo(
-                client_address=f"ray://{localray.LOCALHOST}:{rec.head.ports.client_server}",
-                dashboard_url=rec.head.dashboard_url,
-                job_submission_url=rec.head.dashboard_url,
-                driver_address=rec.head.gcs_address,
-            )
-        return ClusterStatus(
-            ref=ref,
-            state=state,
-            groups=tuple(groups),
-            requester=ann.get(keys.ANN_REQUESTER),
-            profile=ann.get(keys.ANN_PROFILE),
-            policy=ann.get(keys.ANN_POLICY),
-            created_at=rec.created_at,
-            expires_at=decode_time(ann.get(keys.ANN_EXPIRES_AT)),
-            paused=ann.get(keys.ANN_PAUSED) == "true",
-            pin=decode_pin(ann.get(keys.ANN_MANUAL_REPLICAS)),
-            stuck_cause=cause,
-            conditions={"HeadPodReady": "True" if head_up else "False"},
-            connect=connect,
-            last_decision=decode_decision(ann.get(keys.ANN_DECISION)),
-            managed=rec.opted_in,
-            annotations=dict(ann),
-            labels=dict(rec.labels),
-        )
-
     # ------------------------------------------------------------------ ScaleTarget
 
     def list_clusters(self) -> builtins.list[ManagedCluster]:
@@ -478,7 +335,7 @@ class LocalBackend:
         for r in records:
             ref = ClusterRef(keys.LOCAL_NAMESPACE, r.name)
             got = activity.get(ref)
-            out.append(self._managed_view(r, got.nodes if got is not None else ()))
+            out.append(managed_view(r, got.nodes if got is not None else ()))
         return out
 
     def _swept(self) -> builtins.list[ClusterRecord]:
@@ -497,45 +354,6 @@ class LocalBackend:
             if rec is not None:
                 out.append(rec)
         return out
-
-    def _managed_view(self, r: ClusterRecord, nodes: Sequence[NodeActivity]) -> ManagedCluster:
-        head_up = r.head is not None and localray.node_running(r.head)
-        groups = []
-        for g in r.groups:
-            workers = [
-                Worker(
-                    name=w.name,
-                    activity=Activity.UNKNOWN,
-                    ready=w.phase == WorkerPhase.RUNNING and w.node is not None,
-                    node_id=w.node.node_id if w.node else None,
-                    ip=localray.LOCALHOST if w.node else None,  # a starting worker proves nothing by IP
-                    started_at=w.started_at,
-                )
-                for w in r.workers_of(g.name)
-            ]
-            groups.append(
-                ManagedGroup(
-                    ref=GroupRef(keys.LOCAL_NAMESPACE, r.name, g.name),
-                    replicas=g.replicas,
-                    min_replicas=g.min_replicas,
-                    max_replicas=g.max_replicas,
-                    ready=sum(1 for w in workers if w.ready),
-                    workers=attach_activity(workers, nodes),
-                    pending_deletes=tuple(g.pending_deletes),
-                    worker_resources=g.shape,
-                )
-            )
-        return ManagedCluster(
-            ref=ClusterRef(keys.LOCAL_NAMESPACE, r.name),
-            groups=tuple(groups),
-            labels=dict(r.labels),
-            annotations=dict(r.annotations),
-            kueue_queue=r.labels.get(keys.LABEL_KUEUE_QUEUE),
-            dashboard_url=r.head.dashboard_url if r.head else None,
-            head_ready=head_up and r.phase == ClusterPhase.RUNNING,
-            created_at=r.created_at,
-            version=str(r.version),
-        )
 
     def apply(self, cluster: ManagedCluster, decisions: Sequence[Decision]) -> ApplyResult:
         ref = cluster.ref
@@ -665,45 +483,3 @@ class LocalBackend:
             except ClusterNotFound:
                 continue
         return reports
-
-
-class _Operator(threading.Thread):
-    """Background reconciles: at once for kicked clusters, every `resync_s` for all of them."""
-
-    def __init__(self, backend: LocalBackend, resync_s: float) -> None:
-        super().__init__(name="rayops-local-operator", daemon=True)
-        self.backend = backend
-        self.resync_s = resync_s
-        self._cond = threading.Condition()
-        self._kicked: set[str] = set()
-        self._stopping = False
-        self.errors = 0
-
-    def kick(self, name: str) -> None:
-        with self._cond:
-            self._kicked.add(name)
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self.join()
-
-    def run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._kicked and not self._stopping:
-                    self._cond.wait(self.resync_s)
-                if self._stopping:
-                    return
-                names = sorted(self._kicked) or self.backend.store.names()
-                self._kicked.clear()
-            for name in names:
-                try:
-                    self.backend.reconciler.reconcile(name)
-                except ClusterNotFound:
-                    continue
-                except Exception:  # keep operating the other clusters; counted and logged in full
-                    self.errors += 1
-                    log.exception("local operator: reconciling %s failed", name)

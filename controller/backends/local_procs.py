@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ __all__ = [
     "LABEL_CLUSTER",
     "LABEL_GROUP",
     "NodeSettings",
+    "Operator",
     "ReconcileReport",
     "Reconciler",
     "head_labels",
@@ -427,6 +429,48 @@ class Reconciler:
             localray.stop_head(rec.head, timeout_s=self.settings.delete_timeout_s)
         localray.kill_marked(rec.head_temp_dir)
         remove_dir(rec.head_temp_dir)
+
+
+class Operator(threading.Thread):
+    """Background reconciles: at once for kicked clusters, every `resync_s` for all of them."""
+
+    def __init__(self, reconciler: Reconciler, resync_s: float) -> None:
+        super().__init__(name="rayops-local-operator", daemon=True)
+        self.reconciler = reconciler
+        self.resync_s = resync_s
+        self._cond = threading.Condition()
+        self._kicked: set[str] = set()
+        self._stopping = False
+        self.errors = 0
+
+    def kick(self, name: str) -> None:
+        with self._cond:
+            self._kicked.add(name)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self.join()
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._kicked and not self._stopping:
+                    self._cond.wait(self.resync_s)
+                if self._stopping:
+                    return
+                names = sorted(self._kicked) or self.reconciler.store.names()
+                self._kicked.clear()
+            for name in names:
+                try:
+                    self.reconciler.reconcile(name)
+                except ClusterNotFound:
+                    continue
+                except Exception:  # keep operating the other clusters; counted and logged in full
+                    self.errors += 1
+                    log.exception("local operator: reconciling %s failed", name)
 
 
 def _worker_name(cluster: str, group: str, taken: set[str]) -> str:

@@ -8,7 +8,9 @@ controller, so both commands (and tests) build the same thing (kuberay | local):
   state directory, with its operator thread (a tick never waits for `ray start`);
 - pending demand: the Ray dashboards (each head Service's port 8265 | each local head);
 - utilization and PromQL: Prometheus / Thanos Querier (`RAYOPS_PROMETHEUS_*`) | Prometheus if
-  configured, else Ray's own `/metrics` through the file_sd file the local backend writes;
+  configured, else Ray's own `/metrics` through the file_sd file the local backend writes; CPU
+  utilization is Ray's logical CPU use there, as every local node shares the laptop's CPUs
+  (controller/laptop.py);
 - events: structured log lines plus Kubernetes Events | plus the journal in the state directory;
 - election: Lease `RAYOPS_LEASE_NAME` in `POD_NAMESPACE` | `flock` on `<state dir>/controller.lock`;
 - global switch: `RAYOPS_PAUSED`, or ConfigMap `rayops-global-pause` | `<state dir>/global-pause.json`.
@@ -28,6 +30,7 @@ from controller.backends.base import ClusterBackend, ScaleTarget
 from controller.events import EventSink, FanoutSink, JournalSink, LogSink
 from controller.housekeeping import Housekeeper
 from controller.http import ControllerEndpoints
+from controller.laptop import OneHostSource
 from controller.leader import AlwaysLeader, Elector, FileLockElector, LeaseElector
 from controller.metrics.base import MetricsSource
 from controller.metrics.composite import CompositeSource
@@ -157,8 +160,6 @@ def build_controller(
         endpoints = ControllerEndpoints(
             telemetry, scheduler.health, scheduler.ready, settings.serve.host, settings.serve.port
         )
-    if isinstance(metrics, CompositeSource):
-        log.info("signals: %s", ", ".join(f"{t} from {s}" for t, s in metrics.capabilities().items()))
     return Controller(
         settings, backend, metrics, store, sink, reconciler, scheduler, elector, telemetry, endpoints, closers
     )
@@ -211,6 +212,7 @@ def _kuberay(
     leader = settings.leader if settings.leader.namespace else replace(settings.leader, namespace=namespace)
     metrics = CompositeSource([*_prometheus(settings, closers), dashboard])
     closers.append(metrics.close)
+    log.info("signals: %s", ", ".join(f"{t} from {s}" for t, s in metrics.capabilities().items()))
     return _Parts(
         backend,
         metrics,
@@ -241,11 +243,12 @@ def _local(
         direct = DirectSource([backend.file_sd_path])
         closers.append(direct.close)
         sources.append(direct)
-    metrics = CompositeSource(sources)
-    closers.append(metrics.close)
+    composite = CompositeSource(sources)
+    closers.append(composite.close)
+    log.info("signals: %s", ", ".join(f"{t} from {s}" for t, s in composite.capabilities().items()))
     return _Parts(
         backend,
-        metrics,
+        OneHostSource(composite),  # CPU utilization means Ray's logical use here (controller/laptop.py)
         [JournalSink(settings.journal_path)],
         [FilePause(settings.pause_path)],
         lambda changed: FileLockElector(

@@ -110,3 +110,25 @@ def test_scrubbing_masks_credentials_in_events() -> None:
     [e] = out.events
     assert "abcdef123456" not in e.message and "s3cr3t" not in e.message and "zzz999" not in e.message
     assert e.data["cause"] == "Bearer [REDACTED]"
+
+
+def test_laptop_cpu_utilization_is_rays_logical_use() -> None:
+    """Every local node reports the laptop's CPU: the laptop source asks for Ray's logical use instead."""
+    from controller.domain import SignalSpec, SignalType
+    from controller.laptop import OneHostSource
+    from controller.metrics.base import MetricTarget
+    from tests.controller.fakes import TableMetrics
+
+    class Recording(TableMetrics):
+        def fetch(self, targets, signals, now):  # type: ignore[no-untyped-def]
+            self.asked = list(signals)
+            return super().fetch(targets, signals, now)
+
+    inner = Recording()
+    ref = GroupRef("local", "laptop", "cpu")
+    inner.set(ref, SignalType.UTILIZATION, 40.0)
+    cpu_util = SignalSpec(SignalType.UTILIZATION, resource="CPU")
+    gpu_util = SignalSpec(SignalType.UTILIZATION, resource="GPU")
+    got = OneHostSource(inner).fetch([MetricTarget(ref)], [cpu_util, gpu_util], datetime.now(UTC))
+    assert inner.asked == [SignalSpec(SignalType.UTILIZATION, resource="logical:CPU"), gpu_util]
+    assert got.get(ref, cpu_util).value == 40.0 and got.get(ref, gpu_util).value == 40.0

@@ -125,9 +125,12 @@ class LocalBackend:
     @property
     def activity_source(self) -> ActivitySource:
         if self._activity is None:
+            from controller.metrics.http import HttpSettings
             from controller.metrics.ray_dashboard import RayDashboardSource
 
-            self._activity = RayDashboardSource()
+            # A laptop's dashboard answers slowly while nodes start; a timeout only postpones a
+            # scale-down (unknown is never idle), so wait longer than for a cluster's Service.
+            self._activity = RayDashboardSource(http=HttpSettings(timeout_s=20.0, retries=2))
         return self._activity
 
     def close(self) -> None:

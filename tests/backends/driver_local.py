@@ -35,6 +35,7 @@ from controller.backends.local import LocalBackend
 from controller.backends.local_caps import GIB, LocalCaps
 from controller.backends.local_procs import INSTANCE_ID_ENV, LABEL_CLUSTER, LABEL_GROUP, NodeSettings
 from controller.domain import Activity, ClusterRef
+from controller.metrics.http import HttpSettings
 from controller.metrics.ray_dashboard import RayDashboardSource
 from tests.backends.drivers import CONTRACT_PROFILE, REQUESTER
 
@@ -124,7 +125,7 @@ class LocalDriver:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self.dashboard = RayDashboardSource()
+        self.dashboard = RayDashboardSource(http=HttpSettings(timeout_s=20.0, retries=2))
         self._backend = self._make()
         self._busy: dict[str, subprocess.Popen[bytes]] = {}  # worker name -> driver holding it
         self.clusters: set[str] = set()

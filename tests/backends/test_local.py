@@ -186,7 +186,7 @@ class AllIdle:
     ) -> dict[ClusterRef, ClusterActivity]:
         out = {}
         for ref, url in clusters.items():
-            nodes = [n for n in localray.list_nodes(url or "") if n["state"] == "ALIVE"]
+            nodes = [n for n in localray.list_nodes(url or "", timeout_s=20) if n["state"] == "ALIVE"]
             out[ref] = ClusterActivity(
                 ref,
                 tuple(NodeActivity(str(n["node_id"]), str(n["node_ip"]), Activity.IDLE) for n in nodes),
@@ -274,8 +274,13 @@ def test_scale_down_never_removes_a_busy_worker(
             driver.wait()
     assert driver.returncode == 0, err.decode()[-3000:]
     assert json.loads(out.decode().strip().splitlines()[-1]) == [w.node_id for w in busy]
-    tasks = tasks_named(head.dashboard_url, "long_task")
-    assert sorted((t["state"], t["attempt_number"]) for t in tasks) == [("FINISHED", 0), ("FINISHED", 0)]
+
+    # Ray's task events reach the state API a moment after the result: wait for both to show.
+    def attempts() -> list[tuple[str, int]]:
+        return sorted((t["state"], t["attempt_number"]) for t in tasks_named(head.dashboard_url, "long_task"))
+
+    wait_for("the task events", lambda: all(state != "RUNNING" for state, _ in attempts()), timeout_s=60)
+    assert attempts() == [("FINISHED", 0), ("FINISHED", 0)]
 
 
 @pytest.mark.slow

@@ -25,5 +25,7 @@ def pytest_collection_modifyitems(config: object, items: list[pytest.Item]) -> N
     reports every rerun, so flakiness stays visible.
     """
     for item in items:
+        if "tests/backends/test_contract.py" in item.nodeid and "[local]" in item.nodeid:
+            item.add_marker(pytest.mark.slow)  # the contract cases on real local Ray
         if item.get_closest_marker("slow") is not None:
             item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=2))

@@ -21,14 +21,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from controller import keys, records
 from controller.alerts import IncidentBook
 from controller.apply import Applied, ApplyOutcome
 from controller.backends.base import BackendError, ScaleTarget
 from controller.deciding import ClusterOutcome, GroupOutcome
-from controller.domain import Action, ClusterRef, Decision, JSONScalar, ReasonCode
+from controller.domain import Action, ClusterRef, Decision, GroupRef, JSONScalar, ReasonCode
 from controller.events import Event, EventSink, EventType
 from controller.observe import AnnotationMemory
 from controller.policy.durations import format_duration
@@ -72,19 +72,6 @@ def explain(d: Decision) -> str:
 def blocking_missing_data(d: Decision) -> bool:
     """The hold that kept a group from scaling down because data was missing (not a per-signal note)."""
     return any(r.code is ReasonCode.METRICS_UNAVAILABLE and "before" in r.data for r in d.reasons)
-
-
-def _starting(g: GroupOutcome, now: datetime) -> bool:
-    """No ready worker yet, or one so new that its metrics may not have been scraped yet."""
-    obs = g.view.obs
-    if obs.ready == 0:
-        return True
-    for w in obs.workers:
-        if w.ready and w.started_at is not None:
-            started = w.started_at if w.started_at.tzinfo else w.started_at.replace(tzinfo=UTC)
-            if now - started < NEW_WORKER_GRACE:
-                return True
-    return False
 
 
 def unavailable_signals(d: Decision) -> list[str]:
@@ -134,6 +121,18 @@ class Reporter:
         self.sources = IncidentBook()
         self.problems = IncidentBook()  # ("failure" | "conflict" | "limit", cluster) and ("list", None)
         self.streaks = _Streak()
+        self._ready: dict[GroupRef, tuple[int, datetime]] = {}  # ready workers, and since when that many
+
+    def _starting(self, g: GroupOutcome, now: datetime) -> bool:
+        """No ready worker yet, or one that became ready less than `NEW_WORKER_GRACE` ago (or first seen
+        by this process that recently): its metrics may not have been scraped yet."""
+        ready = g.view.obs.ready
+        seen = self._ready.get(g.ref)
+        if seen is None or ready > seen[0]:
+            self._ready[g.ref] = (ready, now)
+        elif ready < seen[0]:
+            self._ready[g.ref] = (ready, seen[1])  # losing a worker is no reason to wait again
+        return ready == 0 or now - self._ready[g.ref][1] < NEW_WORKER_GRACE
 
     def _publish(self, event: Event) -> None:
         self.sink.publish(event)
@@ -358,8 +357,8 @@ class Reporter:
         """Open or close one incident per metrics source, from the samples decisions found missing.
 
         Two cases are not an outage: a utilization sample with "no series" for a group with no ready
-        worker yet, or with a worker that started less than `NEW_WORKER_GRACE` ago (a new node's series
-        appear only after its first scrapes: 15-30 s on Kubernetes, longer on a loaded laptop); and a
+        worker yet, or with a worker ready for less than `NEW_WORKER_GRACE` (a new node's series appear
+        only after its first scrapes: 15-30 s on Kubernetes, longer on a loaded laptop); and a
         source failing for fewer than `transient_before_alert` ticks in a row (a scrape gap, a restart).
         A source that cannot be reached is an outage at once, new workers or not.
         """
@@ -369,13 +368,14 @@ class Reporter:
         for c in outcomes:
             for g in c.groups:
                 missing = set(unavailable_signals(g.decision))
+                starting = self._starting(g, now)
                 for sig in g.view.policy.spec.signals:
                     sample = g.view.obs.samples.get(sig.name)
                     if sample is None:
                         continue
                     if sig.name in missing:
                         cause = sample.unavailable or ""
-                        if sig.type == "utilization" and "no series" in cause and _starting(g, now):
+                        if sig.type == "utilization" and "no series" in cause and starting:
                             continue
                         refs = failing.setdefault(sample.source, [])
                         if c.view.ref not in refs:

@@ -66,7 +66,6 @@ class WorkerBackend(MemoryBackend):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers: dict[GroupRef, list[str]] = {}
         self.busy: set[str] = set()
-        self.started_at: datetime | None = None  # when every worker started (None: unknown)
         self._names = itertools.count()
 
     def add(
@@ -107,7 +106,7 @@ class WorkerBackend(MemoryBackend):
                         n,
                         Activity.BUSY if n in self.busy else Activity.IDLE,
                         ready=True,
-                        started_at=self.started_at,
+                        started_at=None,
                     )
                     for n in names
                 )

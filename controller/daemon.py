@@ -46,11 +46,15 @@ from controller.telemetry import ControllerMetrics
 
 log = logging.getLogger("rayops.controller")
 
-LOCAL_RAY_ENV = {"RAY_raylet_start_wait_time_s": "120"}
+LOCAL_RAY_ENV = {"RAY_raylet_start_wait_time_s": "120", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
 """Set (unless already set) for the local `ray start` processes the laptop backend spawns, which inherit
-this process's environment. Ray waits 30 s by default for a new node to register with its head's GCS;
-on a busy 2-core laptop four workers starting together often take longer, and each failed start costs a
-retry with backoff. Ray's own message for that failure recommends raising exactly this."""
+this process's environment:
+- Ray waits 30 s by default for a new node to register with its head's GCS; on a busy 2-core laptop
+  four workers starting together often take longer, and each failed start costs a retry with backoff
+  (Ray's own message for that failure recommends raising exactly this);
+- the head's monitor refreshes the demand report the dashboard serves every 5 s by default; the
+  laptop tick is 2 s, so waiting tasks would go unseen for up to two ticks. Once a second costs the
+  head about 1 % of a core."""
 
 
 class Backend(ScaleTarget, ClusterBackend, Protocol):

@@ -125,9 +125,12 @@ def test_only_the_leader_writes_and_the_standby_takes_over(server: KubeApiServer
         assert b.elector.is_leader()
         assert len(writes(server, A)) == by_a  # a stopped writing when it stopped leading
         assert "patch rayclusters" in writes(server, B)
-        events = server.list_objs("events", "team-a")
-        scaled = [e for e in events if e["reason"] == "ScaledUp"]
-        assert len(scaled) == 2 and {e["reportingInstance"] for e in scaled} == {"a", "b"}
+
+        def scaled() -> list[dict[str, object]]:
+            return [e for e in server.list_objs("events", "team-a") if e["reason"] == "ScaledUp"]
+
+        wait_for(lambda: len(scaled()) == 2)  # the event follows the patch within the same tick
+        assert {e["reportingInstance"] for e in scaled()} == {"a", "b"}
     finally:
         b.stop()
         a.stop()

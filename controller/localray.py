@@ -83,6 +83,9 @@ NODE_ENV_MARKER = "RAYOPS_LOCAL_RAY_NODE"
 # (`/session_<date>_<time>_<pid>/sockets/plasma_store`).
 MAX_TEMP_DIR_LEN = 40
 START_LOG_NAME = "rayops-ray-start.log"
+# Written into a node's temp dir as soon as its `ray start` is spawned (pid and ports), so a process
+# that finds the node half-started after its starter died can adopt it instead of killing it.
+SPAWN_FILE_NAME = "rayops-spawn.json"
 # Ray replaces a loopback `--node-ip-address` (and a loopback `--address`) by the host's routable IP,
 # found by a UDP route lookup towards 8.8.8.8, and then binds GCS, agents and metrics on all
 # interfaces. Only a node whose IP stays exactly 127.0.0.1 binds everything to loopback. `ray start`
@@ -638,33 +641,44 @@ def _start_and_wait(
     env: Mapping[str, str],
     dashboard_url: str,
     node_name: str,
+    ports: HeadPorts | WorkerPorts,
     agent_ports: tuple[int, ...],
     timeout_s: float,
 ) -> tuple[int, dict[str, Any]]:
-    """Spawn `ray start --block`; wait for ALIVE, then for the node's agent ports to accept.
+    """Spawn `ray start --block`, note its pid and ports in the temp dir, and wait until it is up."""
+    proc = _spawn(args, temp_dir, env)
+    spawn = {"pid": proc.pid, "ports": asdict(ports)}
+    (temp_dir / SPAWN_FILE_NAME).write_text(json.dumps(spawn))
+    try:
+        node = _wait_up(proc.pid, dashboard_url, node_name, agent_ports, timeout_s)
+    except BaseException as e:
+        _kill_node(proc.pid, temp_dir)
+        if isinstance(e, LocalRayError):
+            log = temp_dir / START_LOG_NAME
+            raise LocalRayError(f"{e}\n--- {log} ---\n{_log_tail(log)}") from e
+        raise
+    return proc.pid, node
+
+
+def _wait_up(
+    pid: int, dashboard_url: str, node_name: str, agent_ports: tuple[int, ...], timeout_s: float
+) -> dict[str, Any]:
+    """Wait for ALIVE, then for the node's agent ports to accept; LocalRayError if it never is.
 
     The GCS lists a node ALIVE when its raylet registers; the dashboard agent (metrics export, log
     and state endpoints) comes up a few seconds later, and callers expect a started node to be
     scrapeable.
     """
     started = time.monotonic()
-    proc = _spawn(args, temp_dir, env)
-    log = temp_dir / START_LOG_NAME
-    try:
-        node = wait_for_node(dashboard_url, node_name, "ALIVE", timeout_s, pid=proc.pid)
-        for port in agent_ports:
-            while not _port_open(port):
-                if not is_running(proc.pid):
-                    raise LocalRayError(f"ray start (pid {proc.pid}) exited before port {port} opened")
-                if time.monotonic() - started > timeout_s:
-                    raise LocalRayError(f"node {node_name}: port {port} not open after {timeout_s:.0f} s")
-                time.sleep(0.1)
-    except BaseException as e:
-        _kill_node(proc.pid, temp_dir)
-        if isinstance(e, LocalRayError):
-            raise LocalRayError(f"{e}\n--- {log} ---\n{_log_tail(log)}") from e
-        raise
-    return proc.pid, node
+    node = wait_for_node(dashboard_url, node_name, "ALIVE", timeout_s, pid=pid)
+    for port in agent_ports:
+        while not _port_open(port):
+            if not is_running(pid):
+                raise LocalRayError(f"ray start (pid {pid}) exited before port {port} opened")
+            if time.monotonic() - started > timeout_s:
+                raise LocalRayError(f"node {node_name}: port {port} not open after {timeout_s:.0f} s")
+            time.sleep(0.1)
+    return node
 
 
 def start_head(
@@ -724,6 +738,7 @@ def start_head(
                 node_env,
                 f"http://{LOCALHOST}:{ports.dashboard}",
                 name,
+                ports,
                 (ports.metrics_export, ports.dashboard_agent_listen),
                 timeout_s,
             )
@@ -794,6 +809,7 @@ def start_worker(
                 env or {},
                 head.dashboard_url,
                 name,
+                ports,
                 (ports.metrics_export, ports.dashboard_agent_listen),
                 timeout_s,
             )
@@ -816,6 +832,50 @@ def start_worker(
         )
     assert last is not None
     raise last
+
+
+def adopt_worker(
+    head: LocalHead,
+    temp_dir: Path,
+    *,
+    num_cpus: float,
+    num_gpus: float,
+    resources: Mapping[str, float] | None = None,
+    timeout_s: float = 60.0,
+) -> LocalWorker | None:
+    """The worker in `temp_dir` whose starter died mid-start, once it is up; None if it cannot be.
+
+    `ray start --block` runs in its own session, so it outlives a controller killed while waiting
+    for it, and once registered the node may already run tasks: killing it would fail them. This
+    waits for it as `start_worker` would have. None when it never spawned, has exited, or does not
+    come up in `timeout_s`; whatever is left of it is then the caller's to kill (`kill_marked`).
+    """
+    try:
+        spawn = json.loads((temp_dir / SPAWN_FILE_NAME).read_text())
+        pid, ports = int(spawn["pid"]), WorkerPorts(**spawn["ports"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (is_running(pid) and _references(pid, temp_dir)):
+        return None
+    name = _label_value(temp_dir.name)
+    try:
+        node = _wait_up(
+            pid, head.dashboard_url, name, (ports.metrics_export, ports.dashboard_agent_listen), timeout_s
+        )
+    except LocalRayError:
+        return None
+    return LocalWorker(
+        pid=pid,
+        temp_dir=temp_dir,
+        ports=ports,
+        node_id=str(node["node_id"]),
+        node_name=name,
+        gcs_address=head.gcs_address,
+        dashboard_url=head.dashboard_url,
+        num_cpus=float(num_cpus),
+        num_gpus=float(num_gpus),
+        resources=dict(resources or {}),
+    )
 
 
 def stop_worker(worker: LocalWorker, timeout_s: float = 45.0, leftover_grace_s: float = 10.0) -> StopReport:

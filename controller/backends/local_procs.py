@@ -14,7 +14,9 @@ differences that make scale-down safe on a laptop:
 Who may touch a cluster's processes is decided by the per-cluster lock in the state directory
 (`StateStore.cluster_lock`): only its holder starts or stops nodes. A record left STARTING or
 STOPPING by a process that no longer holds the lock is therefore an orphan of a process that died
-mid-way, and the next holder cleans it up (`sweep`). A RUNNING worker whose process is gone died on
+mid-way, and the next holder takes it over: a half-started worker whose `ray start` lives on is
+waited for and adopted (once registered it may already run tasks, so killing it would fail them);
+one that cannot come up is killed and cleaned up (`sweep`). A RUNNING worker whose process is gone died on
 its own: it is forgotten, remembered in the record's `lost` list for status, and replaced if the
 replicas still ask for it.
 """
@@ -47,7 +49,7 @@ from controller.backends.local_state import (
     WorkerRecord,
 )
 from controller.domain import ClusterRef
-from controller.localray import LocalHead, LocalRayError
+from controller.localray import LocalHead, LocalRayError, LocalWorker
 
 __all__ = [
     "INSTANCE_ID_ENV",
@@ -103,6 +105,7 @@ class ReconcileReport:
     stopped: list[str] = field(default_factory=list)
     kept_busy: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -114,6 +117,7 @@ class ReconcileReport:
                 ("stopped", self.stopped),
                 ("kept (busy, drain refused)", self.kept_busy),
                 ("lost (exited on their own)", self.lost),
+                ("adopted half-started", self.adopted),
                 ("cleaned up orphans", self.orphans),
             )
             if names
@@ -204,6 +208,7 @@ class Reconciler:
         missing ones (concurrently). Errors of single nodes are recorded, not raised."""
         report = ReconcileReport(ClusterRef(keys.LOCAL_NAMESPACE, name))
         with self.store.cluster_lock(name):
+            self._adopt_half_started(name, report)
             with self.store.lock():
                 rec = self.store.read(name)
                 if rec is None:
@@ -244,6 +249,48 @@ class Reconciler:
         if report.lost or report.errors or report.kept_busy:
             log.warning("local cluster %s: %s", name, report.summary())
         return report
+
+    def _adopt_half_started(self, name: str, report: ReconcileReport) -> None:
+        """Take over the workers a dead process left STARTING whose node still comes up.
+
+        Called holding the cluster lock, so every STARTING worker is such an orphan. Waits (outside
+        the store lock) as long as a start may take; the sweep then kills whatever was not adopted.
+        """
+        rec = self.store.read(name)
+        if rec is None or rec.head is None or rec.phase != ClusterPhase.RUNNING:
+            return
+        head = rec.head
+        orphans = [
+            (w, g) for w in rec.workers if w.phase == WorkerPhase.STARTING and (g := rec.group(w.group))
+        ]
+        if not orphans or not localray.node_running(head):
+            return
+
+        def adopt(w: WorkerRecord, g: GroupRecord) -> tuple[str, LocalWorker | None]:
+            node = localray.adopt_worker(
+                head,
+                w.temp_dir,
+                num_cpus=g.num_cpus,
+                num_gpus=g.num_gpus,
+                resources=g.resources or None,
+                timeout_s=self.settings.start_timeout_s,
+            )
+            return w.name, node
+
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.max_parallel)) as pool:
+            nodes = {n: node for n, node in pool.map(lambda wg: adopt(*wg), orphans) if node is not None}
+        if not nodes:
+            return
+
+        def running(rec: ClusterRecord) -> bool:
+            for w in rec.workers:
+                if w.phase == WorkerPhase.STARTING and w.name in nodes:
+                    w.node, w.phase, w.owner_pid = nodes[w.name], WorkerPhase.RUNNING, os.getpid()
+            return True
+
+        self.store.update(name, running)
+        report.adopted.extend(sorted(nodes))
+        log.info("local cluster %s: adopted half-started worker(s) %s", name, ", ".join(sorted(nodes)))
 
     def _reserve_starts(
         self, rec: ClusterRecord, report: ReconcileReport

@@ -366,7 +366,7 @@ def test_controller_sigkilled_mid_scale_restarts_without_duplicates_or_orphans(
             return driver.proc.poll() is not None
 
         wait_for(tasks_done, 180, "the tasks")
-        assert driver.proc.returncode == 0
+        assert driver.proc.returncode == 0, driver.proc.stderr.read() if driver.proc.stderr else ""
         wait_for(lambda: lo.replicas() == 0 and lo.live_workers() == 0, 150, "workers removed", lo.describe)
     finally:
         driver.stop()

@@ -78,6 +78,14 @@ def connect_fields(c: ConnectInfo | None) -> list[ReplyField]:
     out = []
     if c.client_address:
         out.append(ReplyField("Ray client", f'ray.init("{c.client_address}")'))
+    if c.driver_address:
+        # The one variable of controller.localray.DRIVER_ENV a driver cannot do without.
+        out.append(
+            ReplyField(
+                "Ray driver (this machine)",
+                f'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, then ray.init("{c.driver_address}")',
+            )
+        )
     if c.dashboard_url:
         out.append(ReplyField("Dashboard", c.dashboard_url))
     if c.job_submission_url and c.job_submission_url != c.dashboard_url:

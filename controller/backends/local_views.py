@@ -149,8 +149,10 @@ def cluster_status(rec: ClusterRecord, now: datetime) -> ClusterStatus:
         cause = "; ".join(problems) or None
     connect = None
     if rec.head is not None:
+        # No Ray Client address: `ray://127.0.0.1:...` cannot reach a loopback head on this kind of
+        # host (the client server hands out the routable IP); a driver on this machine uses the GCS.
         connect = ConnectInfo(
-            client_address=f"ray://{localray.LOCALHOST}:{rec.head.ports.client_server}",
+            client_address=None,
             dashboard_url=rec.head.dashboard_url,
             job_submission_url=rec.head.dashboard_url,
             driver_address=rec.head.gcs_address,

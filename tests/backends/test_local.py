@@ -310,7 +310,7 @@ def test_restart_adopts_workers_and_replaces_one_that_died(backends: Callable[..
     rec = first.store.read("adopt")
     assert rec is not None and rec.head is not None
     assert status.connect.driver_address == rec.head.gcs_address
-    assert status.connect.client_address == f"ray://127.0.0.1:{rec.head.ports.client_server}"
+    assert status.connect.client_address is None  # Ray Client cannot reach a loopback head
 
     # A GPU-shaped group on a machine without a GPU: Ray schedules GPU work there.
     seen = find(first, ref)

@@ -9,9 +9,10 @@ import pytest
 
 from bot.adapters.base import DestinationKind, Platform, ReplyStatus
 from bot.chart import EventHistory
+from bot.commands.views import connect_fields
 from bot.render import to_text
 from controller import keys
-from controller.backends.base import BackendUnavailable, ClusterState, GroupStatus
+from controller.backends.base import BackendUnavailable, ClusterState, ConnectInfo, GroupStatus
 from controller.backends.memory import decode_pin, decode_time
 from controller.domain import Action, ClusterRef, Decision, GroupRef, Reason, ReasonCode
 from controller.events import Event, EventType, MemoryEvents
@@ -270,6 +271,14 @@ def test_connect(h: Harness) -> None:
     assert [f.label for f in out.reply.fields] == ["Ray client", "Dashboard"]
     h.backend.make_ready(NLP_DEMO)
     assert "STARTING" not in h.run(ALICE, "connect demo").reply.text
+
+
+def test_connect_fields_of_a_local_cluster_give_the_driver_address() -> None:
+    local = ConnectInfo(None, "http://127.0.0.1:8265", "http://127.0.0.1:8265", "127.0.0.1:6379")
+    fields = connect_fields(local)
+    assert [f.label for f in fields] == ["Ray driver (this machine)", "Dashboard"]
+    assert 'ray.init("127.0.0.1:6379")' in fields[0].value
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in fields[0].value
 
 
 def test_delete_with_confirmation(h: Harness) -> None:

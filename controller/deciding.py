@@ -9,7 +9,8 @@ What this step adds around the pure function, all without I/O:
 - groups of one cluster are decided in order, each within what the cluster's limits leave
   (`CapBudget`);
 - a bug in `decide` for one group is contained: that group holds (no decision, its state kept), the
-  error is logged with its trace and counted, every other group is decided.
+  error is logged with its trace and counted, every other group is decided;
+- `needs_activity`: whether a cluster listed without node activity must be decided again with it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from controller.domain import Decision, GroupRef, Reason, ReasonCode
+from controller.domain import Activity, Decision, GroupRef, Reason, ReasonCode
 from controller.limits import CapBudget
 from controller.observe import ClusterView, GroupView, Observation
 from controller.policy.decide import decide
@@ -146,3 +147,36 @@ def decide_all(
     observation: Observation, variants: PolicyVariants, revision: str, dry_run: bool
 ) -> list[ClusterOutcome]:
     return [decide_cluster(c, observation.at, variants, revision, dry_run) for c in observation.clusters]
+
+
+def needs_activity(
+    outcome: ClusterOutcome, now: datetime, variants: PolicyVariants, revision: str, dry_run: bool
+) -> bool:
+    """Whether knowing which workers are idle could change this cluster's decisions.
+
+    A decision is monotone in idleness: a worker known idle can only lower what pending demand
+    proposes (it is not "in use") and widen the choice of workers to remove; it never raises a
+    target. So when deciding as if every UNKNOWN worker were idle gives the same targets and
+    removals as deciding with all of them busy (the outcome at hand), the real answer lies between
+    the two and is the same: no dashboard needs asking. It differs when the cluster could scale down.
+    """
+    if not any(w.activity == Activity.UNKNOWN for g in outcome.view.groups for w in g.obs.workers):
+        return False
+    hopeful = decide_cluster(assume_idle(outcome.view), now, variants, revision, dry_run)
+    return _moves(hopeful) != _moves(outcome)
+
+
+def _moves(outcome: ClusterOutcome) -> list[tuple[GroupRef, int, tuple[str, ...]]]:
+    return [(d.ref, d.target, d.remove) for d in outcome.decisions]
+
+
+def assume_idle(view: ClusterView) -> ClusterView:
+    """The view with every worker of unknown activity taken for idle (a what-if, never applied)."""
+
+    def idle(g: GroupView) -> GroupView:
+        workers = tuple(
+            replace(w, activity=Activity.IDLE) if w.activity == Activity.UNKNOWN else w for w in g.obs.workers
+        )
+        return replace(g, obs=replace(g.obs, workers=workers))
+
+    return replace(view, groups=tuple(idle(g) for g in view.groups))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from controller import keys, records
@@ -252,3 +252,18 @@ def observe(
         views.append(ClusterView(cluster, groups, limits_for(cluster, policy_set), tuple(skipped)))
     memory.forget_except({c.ref for c in listed})
     return Observation(now, tuple(views), tuple(signals), fetch, pause)
+
+
+def with_cluster(view: ClusterView, cluster: ManagedCluster) -> ClusterView:
+    """The view of the same cluster listed again (with node activity): groups take its workers;
+    policies, samples and states stay as observed this tick."""
+    groups = {g.ref.group: g for g in cluster.groups}
+    out = []
+    for g in view.groups:
+        fresh = groups.get(g.group.ref.group)
+        if fresh is None:
+            out.append(g)
+            continue
+        obs = replace(g.obs, workers=fresh.workers, ready=fresh.ready, pending_deletes=fresh.pending_deletes)
+        out.append(replace(g, group=fresh, obs=obs))
+    return replace(view, cluster=cluster, groups=tuple(out))

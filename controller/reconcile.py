@@ -3,6 +3,8 @@
     policies = gate.refresh(now)                 controller/policy_gate.py
     observation = observe(...)                   controller/observe.py    (reads only)
     outcomes = decide_all(observation, ...)      controller/deciding.py   (pure)
+    ... again with node activity, only where     controller/deciding.py   (needs_activity)
+        it could change a decision
     applied = apply_cluster(...) per cluster     controller/apply.py      (one guarded write)
     reporter.cluster(...), sources_health(...)   controller/report.py     (annotations, events, metrics)
 
@@ -26,12 +28,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from controller.apply import Applied, ApplyOutcome, apply_cluster
-from controller.backends.base import BackendError, ManagedCluster, ScaleTarget
-from controller.deciding import ClusterOutcome, PolicyVariants, decide_all
+from controller.backends.base import BackendError, DefersActivity, ManagedCluster, ScaleTarget
+from controller.deciding import ClusterOutcome, PolicyVariants, decide_all, decide_cluster, needs_activity
 from controller.domain import ClusterRef, Decision
 from controller.events import EventSink
 from controller.metrics.base import MetricsSource
-from controller.observe import AnnotationMemory, Observation, observe
+from controller.observe import AnnotationMemory, Observation, observe, with_cluster
 from controller.pause import PauseSource, StaticPause
 from controller.policy.loader import PolicyStore
 from controller.policy_gate import PolicyGate
@@ -145,9 +147,11 @@ class Reconciler:
         if policy_set is None:
             return TickReport(now, "no-policies", detail="no valid policy set loaded yet")
         pause = self.pause.read()
+        lazy = self.backend if isinstance(self.backend, DefersActivity) else None
         try:
+            listed = lazy.list_clusters_without_activity() if lazy is not None else None
             observation = observe(
-                self.backend, self.metrics, policy_set, self.memory, pause, now, scrub=self.scrub
+                self.backend, self.metrics, policy_set, self.memory, pause, now, listed, scrub=self.scrub
             )
         except BackendError as e:
             self.reporter.tick_failed(str(e), now)
@@ -155,8 +159,35 @@ class Reconciler:
             return TickReport(now, "failure", errors={ErrorKind.LIST: 1}, detail=str(e))
         self.reporter.tick_succeeded(now)
         outcomes = decide_all(observation, self.variants, policy_set.revision, self.settings.dry_run)
+        if lazy is not None:
+            outcomes = self._with_activity(lazy, outcomes, now, policy_set.revision)
         applied = self.apply(outcomes)
         return self.report(observation, outcomes, applied, now)
+
+    def _with_activity(
+        self, lazy: DefersActivity, outcomes: list[ClusterOutcome], now: datetime, revision: str
+    ) -> list[ClusterOutcome]:
+        """Step 2b: decide again, with node activity, the clusters whose decision depends on it.
+
+        Only a cluster that could scale down needs to know which workers are idle; asking the
+        dashboards of the others is the cost a large fleet cannot carry every tick. If the dashboards
+        cannot be asked, the first decisions stand: every worker counts as busy, nothing is removed.
+        """
+        dry_run = self.settings.dry_run
+        wanting = [c.view for c in outcomes if needs_activity(c, now, self.variants, revision, dry_run)]
+        if not wanting:
+            return outcomes
+        try:
+            fresh = {c.ref: c for c in lazy.with_activity([v.cluster for v in wanting])}
+        except BackendError as e:
+            log.info("node activity unavailable this tick (%s); workers count as busy", e)
+            return outcomes
+        redone = {
+            v.ref: decide_cluster(with_cluster(v, fresh[v.ref]), now, self.variants, revision, dry_run)
+            for v in wanting
+            if v.ref in fresh
+        }
+        return [redone.get(c.view.ref, c) for c in outcomes]
 
     def apply(self, outcomes: list[ClusterOutcome]) -> dict[ClusterRef, ApplyOutcome]:
         """Step 3, per cluster and isolated (see controller/apply.py)."""

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from controller.domain import (
     Activity,
@@ -162,6 +162,24 @@ class ScaleTarget(Protocol):
 
     def set_annotations(self, ref: ClusterRef, updates: Mapping[str, str | None]) -> None:
         """Merge annotations (None deletes a key): decision records and saved decision state."""
+        ...
+
+
+@runtime_checkable
+class DefersActivity(Protocol):
+    """A ScaleTarget that can list without asking Ray which workers are idle, and ask afterwards.
+
+    Asking every cluster's dashboard which nodes are idle is most of a large fleet's tick
+    (docs/benchmarks.md, P3), and only a decision that could remove workers needs the answer. The
+    reconciler lists without it, decides, and asks only for the clusters whose decision depends on it
+    (controller/deciding.py: `needs_activity`). Workers listed without activity are UNKNOWN (busy),
+    except pods that never started (IDLE, which needs no dashboard).
+    """
+
+    def list_clusters_without_activity(self) -> list[ManagedCluster]: ...
+
+    def with_activity(self, clusters: Sequence[ManagedCluster]) -> list[ManagedCluster]:
+        """The same clusters, their workers joined to Ray's node activity (one dashboard round each)."""
         ...
 
 

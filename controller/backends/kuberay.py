@@ -20,6 +20,7 @@ Rules kept here (ray-kuberay.md sections 3-6, contracts.md sections 3-4):
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -38,12 +39,14 @@ from controller.backends.base import (
     ConflictError,
     InvalidProfile,
     ManagedCluster,
+    ManagedGroup,
     NotManaged,
+    attach_activity,
 )
 from controller.backends.kube_api import JSON, KubeApi, TestFailed
 from controller.backends.kuberay_patch import FightTracker, Op, Plan, plan_apply, plan_finish
 from controller.backends.render import render_raycluster
-from controller.domain import ClusterRef, Decision
+from controller.domain import Activity, ClusterRef, Decision, NodeActivity
 from controller.metrics.base import ActivitySource, ClusterActivity
 from controller.policy.model import ClusterProfile, ScalingPolicy
 
@@ -88,7 +91,8 @@ class KubeRayBackend:
     removed); `namespaces` limits what is touched: listing, and any cluster named in another namespace
     is reported absent (or refused at create) without asking the API, where the Roles grant nothing
     (None: all namespaces, which needs a ClusterRoleBinding);
-    `dashboard_url` overrides the in-cluster head Service URL given to the activity source;
+    `dashboard_url` overrides the in-cluster head Service URL (for the activity and metrics sources:
+    a controller outside the cluster, or a benchmark's stand-in);
     `connect_routes` False leaves OpenShift Routes unread (the controller, whose housekeeping reads
     the people's view but never shows an address, so its Role needs no `list routes`).
     """
@@ -187,13 +191,42 @@ class KubeRayBackend:
     def list_clusters(self) -> builtins.list[ManagedCluster]:
         """Opted-in clusters not being deleted (scaling one on its way out would only race the
         garbage collector)."""
+        return self._list(with_activity=True)
+
+    def list_clusters_without_activity(self) -> builtins.list[ManagedCluster]:
+        """As `list_clusters`, without asking the dashboards (`DefersActivity`)."""
+        return self._list(with_activity=False)
+
+    def with_activity(self, clusters: Sequence[ManagedCluster]) -> builtins.list[ManagedCluster]:
+        """The clusters again, their workers joined to the node activity their dashboards report.
+
+        Listed without activity, only never-started pods are IDLE (no dashboard needed); they stay so.
+        """
+        if self.activity is None or not clusters:
+            return list(clusters)
+        found = self.activity.activity({c.ref: c.dashboard_url for c in clusters}, self._clock())
+        out = []
+        for c in clusters:
+            activity = found.get(c.ref)
+            if activity is None or activity.unavailable is not None:
+                out.append(c)
+                continue
+            out.append(dataclasses.replace(c, groups=tuple(_joined(g, activity.nodes) for g in c.groups)))
+        return out
+
+    def _list(self, with_activity: bool) -> builtins.list[ManagedCluster]:
         clusters = [rc for rc in self._opted_in() if not (rc.get("metadata") or {}).get("deletionTimestamp")]
         pods = self._pods(clusters)
-        activity = self._activity(clusters)
+        activity = self._activity(clusters) if with_activity else {}
         out = []
         for rc in clusters:
             ref = read.ref_of(rc)
-            out.append(read.managed_cluster(rc, pods[ref], activity.get(ref)))
+            cluster = read.managed_cluster(rc, pods[ref], activity.get(ref))
+            if self._dashboard_url is not None:
+                cluster = dataclasses.replace(
+                    cluster, dashboard_url=self._dashboard_url(ref) or cluster.dashboard_url
+                )
+            out.append(cluster)
         return out
 
     def apply(self, cluster: ManagedCluster, decisions: Sequence[Decision]) -> ApplyResult:
@@ -379,3 +412,13 @@ class KubeRayBackend:
 
         self._read_modify_write(ref, ops)
         log.info("released %s: rayops' labels, annotations and pending removals are gone", ref)
+
+
+def _joined(group: ManagedGroup, nodes: Sequence[NodeActivity]) -> ManagedGroup:
+    """The group with its workers joined to `nodes`; never-started pods (IDLE already) stay IDLE."""
+    joined = attach_activity(group.workers, nodes)
+    workers = tuple(
+        dataclasses.replace(new, activity=Activity.IDLE) if old.activity == Activity.IDLE else new
+        for old, new in zip(group.workers, joined, strict=True)
+    )
+    return dataclasses.replace(group, workers=workers)

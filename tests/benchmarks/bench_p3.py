@@ -35,7 +35,6 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -203,28 +202,6 @@ def _get(url: str) -> Any:
         return json.load(r)
 
 
-class Rewrite:
-    """The backend, with each cluster's dashboard at the stand-in instead of its in-cluster Service."""
-
-    def __init__(self, backend: Any, base: str) -> None:
-        self.backend, self.base = backend, base
-
-    def list_clusters(self) -> list[Any]:
-        return [
-            replace(c, dashboard_url=f"{self.base}/d/{c.ref.namespace}/{c.ref.name}")
-            for c in self.backend.list_clusters()
-        ]
-
-    def apply(self, cluster: Any, decisions: Sequence[Any]) -> Any:
-        return self.backend.apply(cluster, decisions)
-
-    def finish_removals(self, cluster: Any) -> Any:
-        return self.backend.finish_removals(cluster)
-
-    def set_annotations(self, ref: Any, updates: Mapping[str, str | None]) -> None:
-        self.backend.set_annotations(ref, updates)
-
-
 def diff(after: Mapping[str, Any], before: Mapping[str, Any]) -> dict[str, int]:
     keys = set(after) | set(before)
     return {
@@ -295,7 +272,7 @@ def run(clusters: int, groups: int, steady: int, changed: int, activity: bool = 
         (policies / "fleet.yaml").write_text(POLICY)
         events = MemoryEvents()
         reconciler = Reconciler(
-            Rewrite(backend, base),
+            backend,
             metrics,
             PolicyStore(str(policies)),
             FanoutSink([events, KubeEventSink(api, "rayops", "bench")]),

@@ -211,7 +211,9 @@ def _kuberay(
         policies=lambda: store.current.scaling_policies if store.current is not None else {},
         namespaces=settings.namespaces,
         connect_routes=False,  # housekeeping never shows addresses: no `list routes` in its Role
+        watch=True,  # ticks read an informer cache, not a relist (kuberay_cache.py)
     )
+    closers.append(backend.close)
     namespace = settings.leader.namespace or (settings.namespaces[0] if settings.namespaces else "default")
     leader = settings.leader if settings.leader.namespace else replace(settings.leader, namespace=namespace)
     metrics = CompositeSource([*_prometheus(settings, closers), dashboard])

@@ -24,19 +24,23 @@ the whole surface against the stand-in's audit log and `deploy/` compares the Ro
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import random
+import socket
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 from controller.backends.base import (
     AlreadyExists,
@@ -55,16 +59,21 @@ ROUTE_GROUP, ROUTE_VERSION, ROUTES = "route.openshift.io", "v1", "routes"
 JSON_PATCH = "application/json-patch+json"
 LIST_PAGE = 500
 ROUTES_ABSENT_S = 300.0
+# Connections kept for watches: each open watch holds one for its whole life (3 per managed namespace);
+# a pool slot costs nothing until used, and a full pool would drop a connection at each watch's end.
+WATCH_POOL = 256
 
 RBAC_RULES: frozenset[tuple[str, str, str, str]] = frozenset(
     {
         # (api group, resource, subresource, verb)
         ("ray.io", "rayclusters", "", "get"),
         ("ray.io", "rayclusters", "", "list"),
+        ("ray.io", "rayclusters", "", "watch"),
         ("ray.io", "rayclusters", "", "create"),
         ("ray.io", "rayclusters", "", "patch"),
         ("ray.io", "rayclusters", "", "delete"),
         ("", "pods", "", "list"),
+        ("", "pods", "", "watch"),
         ("route.openshift.io", "routes", "", "list"),
         ("", "events", "", "create"),
         ("", "events", "", "list"),
@@ -78,11 +87,12 @@ RBAC_RULES: frozenset[tuple[str, str, str, str]] = frozenset(
         ("", "configmaps", "", "delete"),
     }
 )
-"""Everything `KubeApi` may send. The controller uses RayCluster get/list/patch/delete, pods list, events
-create, the lease rules and one configmap get (the global switch); the bot RayCluster get/list/create/
-patch/delete, pods list, routes list, events list and the configmap rules (approvals, the switch).
-tests/deploy/test_rbac.py records which process sends what, per namespace, checks that the two together
-use exactly this set, and that deploy/'s Roles grant exactly what each uses."""
+"""Everything `KubeApi` may send. The controller uses RayCluster get/list/watch/patch/delete, pods
+list/watch (its cache), events create, the lease rules and one configmap get (the global switch); the
+bot RayCluster get/list/create/patch/delete, pods list, routes list, events list and the configmap
+rules (approvals, the switch). tests/deploy/test_rbac.py records which process sends what, per
+namespace, checks that the two together use exactly this set, and that deploy/'s Roles grant exactly
+what each uses."""
 
 
 class Forbidden(BackendError):
@@ -95,6 +105,11 @@ class NotFound(BackendError):
 
 class InvalidObject(InvalidProfile):
     """422 from the API server's validation (the CRD schema, ObjectMeta rules): nothing was written."""
+
+
+class WatchExpired(BackendError):
+    """410 Gone on a watch: the resourceVersion it resumes from is older than the server keeps. Only a
+    fresh list can say what changed since, so a cache re-lists on it instead of retrying."""
 
 
 class TestFailed(ConflictError):
@@ -116,6 +131,60 @@ class _Op:
     def __str__(self) -> str:
         where = "/".join(p for p in (self.namespace, self.name) if p) or "all namespaces"
         return f"{self.verb} {self.resource} {where}"
+
+
+class Listed(NamedTuple):
+    """A whole list and the resourceVersion it was taken at: where a watch picks up without a gap."""
+
+    items: list[JSON]
+    resource_version: str
+
+
+class WatchStream:
+    """One open watch: iterate it for (event type, object) pairs, as plain dicts (`ADDED`, `MODIFIED`,
+    `DELETED`, `BOOKMARK`); the iteration ends when the server ends the watch (its timeout).
+
+    Errors are typed as for every other call: an `ERROR` event or a 410 is `WatchExpired`, 403
+    `Forbidden`, a broken or timed-out connection `BackendUnavailable`. `close()` may be called from
+    any thread (a cache stopping): it shuts the socket so a blocked read returns at once, and the
+    iteration then simply ends.
+    """
+
+    def __init__(self, op: _Op, response: Any) -> None:
+        self._op = op
+        self._response = response
+        self._closed = threading.Event()
+
+    def __iter__(self) -> Iterator[tuple[str, JSON]]:
+        try:
+            for line in iter_resp_lines(self._response):
+                if not line.strip():
+                    continue
+                kind, obj = _watch_event(line, self._op)
+                yield kind, obj
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            if self._closed.is_set():
+                return
+            problem = "a garbled event" if isinstance(exc, ValueError) else _transport_problem(exc)
+            raise BackendUnavailable(f"{self._op}: {problem}") from exc
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        self._closed.set()
+        sock = getattr(getattr(self._response, "connection", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _release(self) -> None:
+        try:
+            self._response.close()
+            self._response.release_conn()
+        except (urllib3.exceptions.HTTPError, OSError):
+            pass
 
 
 @dataclass(frozen=True)
@@ -150,6 +219,8 @@ class KubeApi:
         self._core = k8s.CoreV1Api(api_client)
         self._coord = k8s.CoordinationV1Api(api_client)
         self._routes_absent_until = 0.0  # monotonic time until which Routes are known to be absent
+        self._watch_apis: tuple[k8s.CustomObjectsApi, k8s.CoreV1Api] | None = None
+        self._watch_lock = threading.Lock()
 
     # --- construction ---------------------------------------------------------------------------
 
@@ -208,25 +279,30 @@ class KubeApi:
 
     def list_rayclusters(self, namespace: str | None = None, label_selector: str | None = None) -> list[JSON]:
         """All pages; `namespace` None lists across namespaces (needs a ClusterRole)."""
+        return self.list_rayclusters_versioned(namespace, label_selector).items
+
+    def list_rayclusters_versioned(self, namespace: str | None, label_selector: str | None) -> Listed:
+        """As `list_rayclusters`, with the list's resourceVersion (to watch from)."""
         op = _Op("list", RAYCLUSTERS, namespace)
+        return self._list_versioned(op, *self._rayclusters_call(self._custom, namespace), label_selector)
+
+    def watch_rayclusters(
+        self, namespace: str | None, label_selector: str | None, resource_version: str, timeout_s: float
+    ) -> WatchStream:
+        """Changes since `resource_version` (from `list_rayclusters_versioned` or the last event), for
+        about `timeout_s` seconds; see `WatchStream`."""
+        custom, _ = self._watchers()
+        fn, args = self._rayclusters_call(custom, namespace)
+        op = _Op("watch", RAYCLUSTERS, namespace)
+        return self._open_watch(op, fn, args, label_selector, resource_version, timeout_s)
+
+    @staticmethod
+    def _rayclusters_call(
+        custom: k8s.CustomObjectsApi, namespace: str | None
+    ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         if namespace is None:
-            return self._list(
-                op,
-                self._custom.list_cluster_custom_object,
-                RAY_GROUP,
-                RAY_VERSION,
-                RAYCLUSTERS,
-                label_selector=label_selector,
-            )
-        return self._list(
-            op,
-            self._custom.list_namespaced_custom_object,
-            RAY_GROUP,
-            RAY_VERSION,
-            namespace,
-            RAYCLUSTERS,
-            label_selector=label_selector,
-        )
+            return custom.list_cluster_custom_object, (RAY_GROUP, RAY_VERSION, RAYCLUSTERS)
+        return custom.list_namespaced_custom_object, (RAY_GROUP, RAY_VERSION, namespace, RAYCLUSTERS)
 
     def create_raycluster(self, namespace: str, body: Mapping[str, Any]) -> JSON:
         name = str((body.get("metadata") or {}).get("name", ""))
@@ -280,6 +356,26 @@ class KubeApi:
             namespace,
             label_selector=label_selector,
         )
+
+    def list_pods_versioned(self, namespace: str | None, label_selector: str) -> Listed:
+        """Pods with the list's resourceVersion (to watch from); `namespace` None: all namespaces."""
+        op = _Op("list", "pods", namespace)
+        return self._list_versioned(op, *self._pods_call(self._core, namespace), label_selector)
+
+    def watch_pods(
+        self, namespace: str | None, label_selector: str, resource_version: str, timeout_s: float
+    ) -> WatchStream:
+        """Pod changes since `resource_version`; see `watch_rayclusters`."""
+        _, core = self._watchers()
+        fn, args = self._pods_call(core, namespace)
+        op = _Op("watch", "pods", namespace)
+        return self._open_watch(op, fn, args, label_selector, resource_version, timeout_s)
+
+    @staticmethod
+    def _pods_call(core: k8s.CoreV1Api, namespace: str | None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        if namespace is None:
+            return core.list_pod_for_all_namespaces, ()
+        return core.list_namespaced_pod, (namespace,)
 
     def list_routes(self, namespace: str) -> list[JSON] | None:
         """OpenShift Routes in a namespace, or None where the API has none (plain Kubernetes: 404) or
@@ -447,6 +543,69 @@ class KubeApi:
             if not token:
                 return items
 
+    def _list_versioned(
+        self, op: _Op, fn: Callable[..., Any], args: tuple[Any, ...], label_selector: str | None
+    ) -> Listed:
+        """All pages; the resourceVersion is the first page's, which every later page shares (they are
+        one snapshot, read through the continue token)."""
+        items: list[JSON] = []
+        token: str | None = None
+        version = ""
+        while True:
+            page = self._call(op, fn, *args, limit=LIST_PAGE, _continue=token, label_selector=label_selector)
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            version = version or str(meta.get("resourceVersion") or "")
+            token = meta.get("continue") or None
+            if not token:
+                return Listed(items, version)
+
+    def _watchers(self) -> tuple[k8s.CustomObjectsApi, k8s.CoreV1Api]:
+        """APIs over a client of their own: an open watch holds its connection for minutes, and in the
+        shared pool a few of them would leave the tick's requests opening a new connection each."""
+        with self._watch_lock:
+            if self._watch_apis is None:
+                cfg = copy.copy(self.api_client.configuration)
+                cfg.connection_pool_maxsize = WATCH_POOL
+                client = k8s.ApiClient(cfg)
+                _disable_client_retries(client)
+                self._watch_apis = (k8s.CustomObjectsApi(client), k8s.CoreV1Api(client))
+            return self._watch_apis
+
+    def _open_watch(
+        self,
+        op: _Op,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        label_selector: str | None,
+        resource_version: str,
+        timeout_s: float,
+    ) -> WatchStream:
+        """Start one watch. Not retried here: the caller's loop backs off, and after a failure it may
+        have to re-list rather than resume."""
+        kwargs = {"label_selector": label_selector} if label_selector else {}
+        server_timeout = max(1, int(timeout_s))
+        # The read timeout outlasts the server's: a quiet watch sends nothing until it ends.
+        timeout = (self.retry.connect_timeout_s, server_timeout + self.retry.read_timeout_s)
+        try:
+            response = fn(
+                *args,
+                watch=True,
+                allow_watch_bookmarks=True,
+                resource_version=resource_version,
+                timeout_seconds=server_timeout,
+                _preload_content=False,
+                _request_timeout=timeout,
+                **kwargs,
+            )
+        except ApiException as exc:
+            if exc.status == 410:
+                raise WatchExpired(f"{op}: resourceVersion {resource_version} is too old") from exc
+            raise _map_api_error(exc, op) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise BackendUnavailable(f"{op}: {_transport_problem(exc)}") from exc
+        return WatchStream(op, response)
+
     def _call(self, op: _Op, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSON:
         """Run one request with timeouts, retries on transient failures, and typed errors."""
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -498,6 +657,25 @@ def _decode(response: Any) -> JSON:
         return {}
     decoded = json.loads(data)
     return decoded if isinstance(decoded, dict) else {"items": decoded}
+
+
+def _watch_event(line: str, op: _Op) -> tuple[str, JSON]:
+    """One event line as (type, object); an `ERROR` event (a Status) raised as its typed error."""
+    event = json.loads(line)
+    kind = str(event.get("type") or "")
+    obj = event.get("object")
+    obj = obj if isinstance(obj, dict) else {}
+    if kind != "ERROR":
+        return kind, obj
+    code = int(obj.get("code") or 0)
+    message = str(obj.get("message") or obj.get("reason") or f"HTTP {code}")
+    if code == 410:
+        raise WatchExpired(f"{op}: {message}")
+    if code in (401, 403):
+        raise Forbidden(f"{op}: refused for this identity ({code}): {message}")
+    if code == 429 or code >= 500 or code == 0:
+        raise BackendUnavailable(f"{op}: the watch ended with {code}: {message}")
+    raise BackendError(f"{op}: the watch ended with {code}: {message}")
 
 
 def _status_of(exc: ApiException) -> JSON:

@@ -44,6 +44,7 @@ from controller.backends.base import (
     attach_activity,
 )
 from controller.backends.kube_api import JSON, KubeApi, TestFailed
+from controller.backends.kuberay_cache import CacheSettings, KubeRayCache
 from controller.backends.kuberay_patch import FightTracker, Op, Plan, plan_apply, plan_finish
 from controller.backends.render import render_raycluster
 from controller.domain import Activity, ClusterRef, Decision, NodeActivity
@@ -94,7 +95,11 @@ class KubeRayBackend:
     `dashboard_url` overrides the in-cluster head Service URL (for the activity and metrics sources:
     a controller outside the cluster, or a benchmark's stand-in);
     `connect_routes` False leaves OpenShift Routes unread (the controller, whose housekeeping reads
-    the people's view but never shows an address, so its Role needs no `list routes`).
+    the people's view but never shows an address, so its Role needs no `list routes`);
+    `watch` True serves the controller's listings (`list_clusters`, `list_clusters_without_activity`)
+    from an informer cache (kuberay_cache.py) once it has synced, instead of relisting every tick; the
+    Roles must then grant `watch` on rayclusters and pods. Where watching is impossible (RBAC), it
+    says so once and lists as before. `close()` stops the cache's threads.
     """
 
     def __init__(
@@ -109,6 +114,8 @@ class KubeRayBackend:
         dashboard_url: Callable[[ClusterRef], str | None] | None = None,
         fights: FightTracker | None = None,
         connect_routes: bool = True,
+        watch: bool = False,
+        cache_settings: CacheSettings | None = None,
     ) -> None:
         self.api = api
         self.connect_routes = connect_routes
@@ -119,6 +126,14 @@ class KubeRayBackend:
         self._clock = clock
         self._dashboard_url = dashboard_url
         self.fights = fights or FightTracker()
+        self.cache = KubeRayCache(api, self.namespaces, OPT_IN_SELECTORS, cache_settings) if watch else None
+        self._cache_started = False
+        self._converted: dict[ClusterRef, tuple[tuple[str, ...], ManagedCluster]] = {}
+
+    def close(self) -> None:
+        """Stop the cache's watches (nothing else holds a thread or a connection)."""
+        if self.cache is not None:
+            self.cache.stop()
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -215,19 +230,75 @@ class KubeRayBackend:
         return out
 
     def _list(self, with_activity: bool) -> builtins.list[ManagedCluster]:
-        clusters = [rc for rc in self._opted_in() if not (rc.get("metadata") or {}).get("deletionTimestamp")]
-        pods = self._pods(clusters)
+        clusters, pods = self._clusters_and_pods()
         activity = self._activity(clusters) if with_activity else {}
         out = []
         for rc in clusters:
             ref = read.ref_of(rc)
-            cluster = read.managed_cluster(rc, pods[ref], activity.get(ref))
-            if self._dashboard_url is not None:
-                cluster = dataclasses.replace(
-                    cluster, dashboard_url=self._dashboard_url(ref) or cluster.dashboard_url
-                )
-            out.append(cluster)
+            if with_activity:
+                out.append(self._with_url(read.managed_cluster(rc, pods[ref], activity.get(ref))))
+            else:
+                out.append(self._converted_cluster(rc, pods[ref]))
+        for gone in self._converted.keys() - {c.ref for c in out}:
+            self._converted.pop(gone, None)
         return out
+
+    def _clusters_and_pods(
+        self,
+    ) -> tuple[builtins.list[JSON], dict[ClusterRef, builtins.list[JSON]]]:
+        """Opted-in clusters not being deleted, and each one's pods: from the cache once it has synced,
+        else listed."""
+        cached = self._cached()
+        listed = self._opted_in() if cached is None else cached[0]
+        clusters = [rc for rc in listed if not (rc.get("metadata") or {}).get("deletionTimestamp")]
+        if cached is None:
+            return clusters, self._pods(clusters)
+        by_cluster = cached[1]
+        return clusters, {ref: by_cluster.get(ref, []) for ref in map(read.ref_of, clusters)}
+
+    def _converted_cluster(self, rc: JSON, pods: Sequence[JSON]) -> ManagedCluster:
+        """`managed_cluster` without activity, reused while the RayCluster and its pods are the same
+        versions (it depends on nothing else): a steady tick converts nothing."""
+        ref = read.ref_of(rc)
+        versions = (_version(rc), *(f"{_name(p)}@{_version(p)}" for p in pods))
+        kept = self._converted.get(ref)
+        if kept is not None and kept[0] == versions and all(versions):
+            return kept[1]
+        cluster = self._with_url(read.managed_cluster(rc, pods, None))
+        self._converted[ref] = (versions, cluster)
+        return cluster
+
+    def _with_url(self, cluster: ManagedCluster) -> ManagedCluster:
+        if self._dashboard_url is None:
+            return cluster
+        return dataclasses.replace(
+            cluster, dashboard_url=self._dashboard_url(cluster.ref) or cluster.dashboard_url
+        )
+
+    def _cached(self) -> tuple[builtins.list[JSON], dict[ClusterRef, builtins.list[JSON]]] | None:
+        """The cache's clusters and pods once it has synced; None: list as before (no cache, not synced
+        yet, or watching is impossible, which is said once and then the cache is dropped)."""
+        cache = self.cache
+        if cache is None:
+            return None
+        if not self._cache_started:  # one wait only: a cache that cannot sync must not slow every tick
+            self._cache_started = True
+            cache.start()
+            cache.wait_ready(cache.settings.first_sync_wait_s)
+        failure = cache.failure()
+        if failure is not None:
+            log.warning("cannot watch RayClusters and pods (%s): listing them every tick instead", failure)
+            self.cache = None
+            cache.stop()
+            return None
+        if not cache.ready():
+            return None
+        return cache.clusters(), cache.pods()
+
+    def _observe(self, rc: JSON) -> None:
+        """A RayCluster as our write returned it goes into the cache: the next tick decides on it."""
+        if self.cache is not None and rc:
+            self.cache.observe(rc)
 
     def apply(self, cluster: ManagedCluster, decisions: Sequence[Decision]) -> ApplyResult:
         now = self._clock()
@@ -262,7 +333,7 @@ class KubeRayBackend:
         if not keys.is_opted_in(dict(cluster.labels)):
             raise NotManaged(f"{cluster.ref} is not managed by rayops; nothing was written")
         ops = [opt_in_test(cluster.labels), *plan.ops]
-        self.api.patch_raycluster(cluster.ref.namespace, cluster.ref.name, ops)
+        self._observe(self.api.patch_raycluster(cluster.ref.namespace, cluster.ref.name, ops))
         log.info("patched %s: %s", cluster.ref, "; ".join(plan.details))
 
     def set_annotations(self, ref: ClusterRef, updates: Mapping[str, str | None]) -> None:
@@ -299,7 +370,7 @@ class KubeRayBackend:
                 return
             labels = (rc.get("metadata") or {}).get("labels") or {}
             try:
-                self.api.patch_raycluster(ref.namespace, ref.name, [opt_in_test(labels), *ops])
+                self._observe(self.api.patch_raycluster(ref.namespace, ref.name, [opt_in_test(labels), *ops]))
                 return
             except ConflictError:
                 if attempt == WRITE_ATTEMPTS:
@@ -336,6 +407,7 @@ class KubeRayBackend:
             raise InvalidProfile(f"{e}: nothing was created") from e
         except BackendUnavailable as e:
             created = self._resolve_lost_create(ref, body, e)
+        self._observe(created)
         log.info("created %s from profile %s for %s", ref, profile.name, request.requester)
         return read.cluster_status(created, [], None)
 
@@ -381,6 +453,8 @@ class KubeRayBackend:
             self.api.delete_raycluster(ref.namespace, ref.name, uid=uid)
         except ClusterNotFound:
             log.info("%s was already gone when deleted (an earlier attempt's answer was lost)", ref)
+        if self.cache is not None:
+            self.cache.forget(rc)
         log.info("deleted %s", ref)
 
     def release(self, ref: ClusterRef) -> None:
@@ -412,6 +486,14 @@ class KubeRayBackend:
 
         self._read_modify_write(ref, ops)
         log.info("released %s: rayops' labels, annotations and pending removals are gone", ref)
+
+
+def _version(obj: JSON) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _name(obj: JSON) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
 
 
 def _joined(group: ManagedGroup, nodes: Sequence[NodeActivity]) -> ManagedGroup:

@@ -252,6 +252,9 @@ def test_the_rbac_surface_is_exactly_rbac_rules(server: KubeApiServer) -> None:
     api.list_rayclusters(NS, "rayops.io/managed=true")
     api.patch_raycluster(NS, "demo", [{"op": "add", "path": "/spec/suspend", "value": False}])
     api.list_pods(NS, "ray.io/cluster=demo")
+    version = api.list_rayclusters_versioned(NS, None).resource_version
+    api.watch_rayclusters(NS, "rayops.io/managed=true", version, 1).close()  # the controller's cache
+    api.watch_pods(NS, "ray.io/cluster", version, 1).close()
     assert api.list_routes(NS) is None  # no Route API on this server: optional, not an error
     sink = KubeEventSink(api, NS, pod_name="rayops-controller-0")
     sink.publish(Event(EventType.SCALED_UP, "up", at=datetime.now(UTC), cluster=ClusterRef(NS, "demo")))

@@ -26,6 +26,7 @@ from controller.domain import GroupRef, SignalType
 from controller.leader import LeaseElector
 from controller.pause import PAUSE_CONFIGMAP, PAUSE_KEY
 from controller.settings import ControllerSettings, LeaderSettings, LoopSettings
+from tests.backends.cache_sync import wait_cache_current
 from tests.backends.driver_kuberay import PodActivity
 from tests.backends.drivers import CONTRACT_PROFILE, GROUP, REQUESTER
 from tests.controller.conftest import write_policy
@@ -117,6 +118,7 @@ def controller_session(server: KubeApiServer, operator: FakeKubeRayOperator, tmp
         rc = _rc(server, "demo")
         assert rc is not None and keys.ANN_DECISION in rc["metadata"]["annotations"]
         operator.reconcile_all()
+        wait_cache_current(backend, server)  # the controller's informer cache sees the new pods
 
         # The bot's global switch (ConfigMap in rayops' namespace) holds everything.
         _set_switch(server, True)
@@ -134,6 +136,7 @@ def controller_session(server: KubeApiServer, operator: FakeKubeRayOperator, tmp
         group = _group(server, "demo")
         assert group["replicas"] == 0 and len(group["scaleStrategy"]["workersToDelete"]) == 3
         operator.reconcile_all()  # the operator deletes the named pods (and never clears the list)
+        wait_cache_current(backend, server)
         assert controller.scheduler.run_removals() == 1
         assert _group(server, "demo")["scaleStrategy"]["workersToDelete"] == []
 

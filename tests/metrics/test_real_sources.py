@@ -160,11 +160,17 @@ def test_real_ray_and_prometheus(world: World) -> None:
     assert result.get(SPARE, PENDING_CPU).value == 0.0 and result.unplaced[CLUSTER] == ()
 
     # A worker running a long task is busy, the idle one idle; pod names from RAY_CLOUD_INSTANCE_ID.
+    # Ray shows the resources in use at once, the task itself once its events reach the GCS (about a
+    # second later, more under load): wait for both.
     act = eventually(
         lambda: dashboard.activity({CLUSTER: world.cluster.dashboard_url}, now())[CLUSTER],
-        lambda a: (n := a.by_node_id(world.small.node_id)) is not None and n.activity == Activity.BUSY,
-        30,
-        "small worker busy",
+        lambda a: (
+            (n := a.by_node_id(world.small.node_id)) is not None
+            and n.activity == Activity.BUSY
+            and n.running_tasks == 1
+        ),
+        60,
+        "small worker busy with its task listed",
     )
     small, spare = act.by_node_id(world.small.node_id), act.by_node_id(world.spare.node_id)
     assert small is not None and spare is not None

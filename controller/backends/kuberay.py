@@ -22,6 +22,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -85,7 +86,8 @@ def _as_source(value: Any) -> Callable[[], Mapping[str, Any]]:
 
 class KubeRayBackend:
     """`ScaleTarget` and `ClusterBackend` over RayClusters; synchronous, safe to share between threads
-    (state kept between calls is only the fight tracker, whose updates are single dict operations).
+    (state kept between calls: the fight tracker, whose updates are single dict operations, the
+    converted clusters, under a lock, and the optional cache, which has its own).
 
     `profiles` and `policies` are read at each create (they reload with the policy directory);
     `activity` tells idle from busy workers (without it every worker is UNKNOWN, so nothing is ever
@@ -129,6 +131,7 @@ class KubeRayBackend:
         self.cache = KubeRayCache(api, self.namespaces, OPT_IN_SELECTORS, cache_settings) if watch else None
         self._cache_started = False
         self._converted: dict[ClusterRef, tuple[tuple[str, ...], ManagedCluster]] = {}
+        self._converted_lock = threading.Lock()
 
     def close(self) -> None:
         """Stop the cache's watches (nothing else holds a thread or a connection)."""
@@ -239,8 +242,9 @@ class KubeRayBackend:
                 out.append(self._with_url(read.managed_cluster(rc, pods[ref], activity.get(ref))))
             else:
                 out.append(self._converted_cluster(rc, pods[ref]))
-        for gone in self._converted.keys() - {c.ref for c in out}:
-            self._converted.pop(gone, None)
+        with self._converted_lock:
+            for gone in self._converted.keys() - {c.ref for c in out}:
+                del self._converted[gone]
         return out
 
     def _clusters_and_pods(
@@ -265,7 +269,8 @@ class KubeRayBackend:
         if kept is not None and kept[0] == versions and all(versions):
             return kept[1]
         cluster = self._with_url(read.managed_cluster(rc, pods, None))
-        self._converted[ref] = (versions, cluster)
+        with self._converted_lock:
+            self._converted[ref] = (versions, cluster)
         return cluster
 
     def _with_url(self, cluster: ManagedCluster) -> ManagedCluster:

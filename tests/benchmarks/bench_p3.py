@@ -1,6 +1,7 @@
 """Benchmark P3 (issue 6): the controller's tick over 1,000 RayClusters x 3 worker groups.
 
     .venv/bin/python -m tests.benchmarks.bench_p3 [--clusters 1000] [--groups 3] [--steady 3] [--changed 10]
+        [--no-activity] [--no-watch]
 
 The fleet runs in a **separate process** (so the numbers below are the controller's alone): the
 Kubernetes API stand-in holding the RayClusters (rendered from a 3-group profile, opted in) and their
@@ -9,7 +10,8 @@ every group (synthetic values, one vector per query, as a real Prometheus would)
 stand-in serving `/api/cluster_status` (per-cluster pending demand), `/api/v0/nodes|tasks|actors` and
 `/nodes/{id}` for every cluster under its own path. Each stand-in counts what it is asked.
 
-The controller is the real one (`Reconciler` over `KubeRayBackend`, `CompositeSource` of
+The controller is the real one (`Reconciler` over `KubeRayBackend` with its informer cache, as the
+daemon builds it, or relisting every tick with `--no-watch`; `CompositeSource` of
 `PrometheusSource` + `RayDashboardSource`, Kubernetes Events sink) with a policy of two signals
 (pending CPU from the dashboard, CPU utilization from Prometheus). Ticks measured:
 1. cold: nothing recorded yet, every decision is new (annotations on every cluster);
@@ -215,7 +217,9 @@ def rss_mib() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run(clusters: int, groups: int, steady: int, changed: int, activity: bool = True) -> dict[str, Any]:
+def run(
+    clusters: int, groups: int, steady: int, changed: int, activity: bool = True, watch: bool = True
+) -> dict[str, Any]:
     from kubernetes import client as k8s
 
     from controller.backends.kube_api import KubeApi
@@ -264,6 +268,7 @@ def run(clusters: int, groups: int, steady: int, changed: int, activity: bool = 
             activity=dashboard if activity else None,
             dashboard_url=lambda ref: f"{base}/d/{ref.namespace}/{ref.name}",
             clock=clock,
+            watch=watch,
         )
         prometheus = PrometheusSource(base, http=HttpSettings(timeout_s=30.0))
         metrics = CompositeSource([prometheus, dashboard])
@@ -316,6 +321,7 @@ def run(clusters: int, groups: int, steady: int, changed: int, activity: bool = 
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
             time.sleep(1.0)
+        backend.close()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return {
             "clusters": clusters,
@@ -342,6 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--no-activity", action="store_true", help="no node activity from the dashboards (to see its cost)"
     )
+    p.add_argument(
+        "--no-watch", action="store_true", help="relist every tick instead of the informer cache (to compare)"
+    )
     p.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve is not None:
@@ -350,7 +359,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    result = run(args.clusters, args.groups, args.steady, args.changed, activity=not args.no_activity)
+    result = run(
+        args.clusters,
+        args.groups,
+        args.steady,
+        args.changed,
+        activity=not args.no_activity,
+        watch=not args.no_watch,
+    )
     print(json.dumps(result, indent=1))
     return 0
 

@@ -385,6 +385,7 @@ class Reconciler:
             localray.stop_worker(node, timeout_s=s.delete_timeout_s)
             remove_dir(w.temp_dir)
             return
+        self.store.write_file_sd()  # scraped from now on, not once every start of this round is done
         report.started.append(w.name)
 
     def _start_failed(self, cluster: str, w: WorkerRecord, error: str) -> None:
@@ -420,6 +421,9 @@ class Reconciler:
         if not accepted:
             self._keep(cluster, w, why, report)
             return
+        # Out of the scrape targets before its metrics port closes: a scrape that fails makes the
+        # group's utilization unavailable, which holds the next scale-down step (missing data).
+        self.store.write_file_sd()
         localray.stop_worker(node, timeout_s=self.settings.stop_timeout_s)
 
         def gone(rec: ClusterRecord) -> bool:

@@ -17,15 +17,16 @@ pytest_plugins = [
 ]
 
 
-def pytest_collection_modifyitems(config: object, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give each real-component end-to-end test (marked `slow`) one rerun.
 
     They start real Ray nodes on a 2-core machine, where a node start can time out under load; one
     rerun keeps such a stall from failing CI, while a real regression fails both attempts. pytest
-    reports every rerun, so flakiness stays visible.
+    reports every rerun, so flakiness stays visible. `-p no:rerunfailures` turns the reruns off.
     """
+    reruns = config.pluginmanager.hasplugin("rerunfailures")
     for item in items:
         if "tests/backends/test_contract.py" in item.nodeid and "[local]" in item.nodeid:
             item.add_marker(pytest.mark.slow)  # the contract cases on real local Ray
-        if item.get_closest_marker("slow") is not None:
+        if reruns and item.get_closest_marker("slow") is not None:
             item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=2))

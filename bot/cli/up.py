@@ -260,21 +260,32 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"rayops up: {e}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        if burst is not None:
-            burst.stop()
-        controller.stop()
-        if created and not args.keep:
-            with contextlib.suppress(BackendError):
-                backend.delete(ref)
-                print(f"rayops up: stopped local cluster {args.name} (head and workers)")
-        elif created or args.keep:
-            print(f"rayops up: local cluster {args.name} left running; `rayops up` adopts it next time")
+        # A second Ctrl-C (or a terminal's SIGINT to the whole group) must not cut the clean-up short:
+        # that would leave the head and workers running with nobody to stop them.
+        interrupt = signal.signal(signal.SIGINT, _still_stopping)
+        signal.signal(signal.SIGTERM, _still_stopping)
+        try:
+            if burst is not None:
+                burst.stop()
+            controller.stop()
+            if created and not args.keep:
+                with contextlib.suppress(BackendError):
+                    backend.delete(ref)
+                    print(f"rayops up: stopped local cluster {args.name} (head and workers)")
+            elif created or args.keep:
+                print(f"rayops up: local cluster {args.name} left running; `rayops up` adopts it next time")
+        finally:
+            signal.signal(signal.SIGINT, interrupt)
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
 def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def _still_stopping(_signum: int, _frame: FrameType | None) -> None:
+    print("rayops up: still stopping the controller and the cluster's Ray processes; a few seconds more")
 
 
 class _Filtered:

@@ -123,15 +123,22 @@ def build_controller(
     elector: Elector | None = None,
     on_tick: Callable[[TickReport], None] | None = None,
     serve: bool = True,
+    watch: bool = True,
 ) -> Controller:
-    """Everything wired but not started. Injected parts (tests, `rayops up`) replace the defaults."""
+    """Everything wired but not started. Injected parts (tests, `rayops up`) replace the defaults.
+
+    `watch` False lists RayClusters at each tick instead of keeping a watch open: for one tick
+    (`--once`), a cache would cost a full list plus the watches for nothing.
+    """
     store = PolicyStore(str(settings.policy_dir))
     store.reload()
     telemetry = ControllerMetrics()
     closers: list[Callable[[], None]] = []
     clock = TickClock()
-    build = _kuberay if settings.backend == "kuberay" else _local
-    parts = build(settings, store, closers, clock)
+    if settings.backend == "kuberay":
+        parts = _kuberay(settings, store, closers, clock, watch=watch)
+    else:
+        parts = _local(settings, store, closers, clock)
     backend = backend or parts.backend
     metrics = metrics or parts.metrics
     sinks: list[EventSink] = [LogSink(), *parts.sinks, *extra_sinks]
@@ -192,7 +199,11 @@ def _prometheus(settings: ControllerSettings, closers: list[Callable[[], None]])
 
 
 def _kuberay(
-    settings: ControllerSettings, store: PolicyStore, closers: list[Callable[[], None]], clock: TickClock
+    settings: ControllerSettings,
+    store: PolicyStore,
+    closers: list[Callable[[], None]],
+    clock: TickClock,
+    watch: bool = True,
 ) -> _Parts:
     from controller.backends.kube_api import KubeApi
     from controller.backends.kuberay import KubeRayBackend
@@ -211,7 +222,7 @@ def _kuberay(
         policies=lambda: store.current.scaling_policies if store.current is not None else {},
         namespaces=settings.namespaces,
         connect_routes=False,  # housekeeping never shows addresses: no `list routes` in its Role
-        watch=True,  # ticks read an informer cache, not a relist (kuberay_cache.py)
+        watch=watch,  # ticks read an informer cache, not a relist (kuberay_cache.py)
     )
     closers.append(backend.close)
     namespace = settings.leader.namespace or (settings.namespaces[0] if settings.namespaces else "default")

@@ -101,7 +101,7 @@ def run_controller(args: argparse.Namespace) -> int:
         return 2
     setup_logging(settings.log_level, secret_values(settings))
     if args.once:
-        controller = build_controller(settings, elector=AlwaysLeader(), serve=False)
+        controller = build_controller(settings, elector=AlwaysLeader(), serve=False, watch=False)
         try:
             report = controller.run_once()
         finally:

@@ -12,4 +12,4 @@ export PATH="$PWD/.venv/bin:$PATH"  # the venv's tools (and kubectl, where setup
 .venv/bin/mypy
 # pytest exits 5 when it collected no test: that is a failure here, as any non-zero code is.
 export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
-.venv/bin/python -m pytest --durations=25 "$@"
+.venv/bin/python -m pytest --durations=25 -rfER "$@"  # R: each rerun with its error

@@ -46,7 +46,11 @@ from controller.telemetry import ControllerMetrics
 
 log = logging.getLogger("rayops.controller")
 
-LOCAL_RAY_ENV = {"RAY_raylet_start_wait_time_s": "120", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+LOCAL_RAY_ENV = {
+    "RAY_raylet_start_wait_time_s": "120",
+    "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+    "RAY_metrics_report_interval_ms": "5000",
+}
 """Set (unless already set) for the local `ray start` processes the laptop backend spawns, which inherit
 this process's environment:
 - Ray waits 30 s by default for a new node to register with its head's GCS; on a busy 2-core laptop
@@ -54,7 +58,12 @@ this process's environment:
   (Ray's own message for that failure recommends raising exactly this);
 - the head's monitor refreshes the demand report the dashboard serves every 5 s by default; the
   laptop tick is 2 s, so waiting tasks would go unseen for up to two ticks. Once a second costs the
-  head about 1 % of a core."""
+  head about 1 % of a core;
+- nodes export their metrics (`ray_resources`, laptop mode's CPU utilization) every 10 s by default,
+  so utilization lagged up to five ticks behind the tasks: a finished burst kept its workers up to
+  10 s longer, and a new worker had no series (a hold) for up to 10 s. Every 5 s halves that; not
+  faster, because Ray drops a gauge not re-exported within two intervals, and a loaded laptop that
+  misses a 2 s export by 4 s would see the series vanish (missing data: a hold and an alert)."""
 
 
 class Backend(ScaleTarget, ClusterBackend, Protocol):

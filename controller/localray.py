@@ -818,18 +818,7 @@ def start_worker(
             if temp_dir is None:  # ours, and the error already carries the start log's tail
                 shutil.rmtree(tdir, ignore_errors=True)
             continue
-        return LocalWorker(
-            pid=pid,
-            temp_dir=tdir,
-            ports=ports,
-            node_id=str(node["node_id"]),
-            node_name=name,
-            gcs_address=head.gcs_address,
-            dashboard_url=head.dashboard_url,
-            num_cpus=float(num_cpus),
-            num_gpus=float(num_gpus),
-            resources=dict(resources or {}),
-        )
+        return _worker(head, pid, tdir, ports, node, num_cpus, num_gpus, resources)
     assert last is not None
     raise last
 
@@ -864,12 +853,26 @@ def adopt_worker(
         )
     except LocalRayError:
         return None
+    return _worker(head, pid, temp_dir, ports, node, num_cpus, num_gpus, resources)
+
+
+def _worker(
+    head: LocalHead,
+    pid: int,
+    temp_dir: Path,
+    ports: WorkerPorts,
+    node: Mapping[str, Any],
+    num_cpus: float,
+    num_gpus: float,
+    resources: Mapping[str, float] | None,
+) -> LocalWorker:
+    """The worker as started (or adopted): its processes, ports and the node Ray registered."""
     return LocalWorker(
         pid=pid,
         temp_dir=temp_dir,
         ports=ports,
         node_id=str(node["node_id"]),
-        node_name=name,
+        node_name=_label_value(temp_dir.name),
         gcs_address=head.gcs_address,
         dashboard_url=head.dashboard_url,
         num_cpus=float(num_cpus),

@@ -24,6 +24,7 @@ the whole surface against the stand-in's audit log and `deploy/` compares the Ro
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -174,17 +175,13 @@ class WatchStream:
         self._closed.set()
         sock = getattr(getattr(self._response, "connection", None), "sock", None)
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):  # already closed: nothing left to wake
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def _release(self) -> None:
-        try:
+        with contextlib.suppress(urllib3.exceptions.HTTPError, OSError):  # best effort: it is over
             self._response.close()
             self._response.release_conn()
-        except (urllib3.exceptions.HTTPError, OSError):
-            pass
 
 
 @dataclass(frozen=True)
